@@ -1,0 +1,119 @@
+// The public free functions of dj.hpp, forwarding to the master's Cluster.
+#include "dj/dj.hpp"
+
+#include <cstring>
+
+#include "cluster.hpp"
+#include "managers/local_manager.hpp"
+
+namespace dj {
+
+const char* to_string(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::InvalidArgument: return "InvalidArgument";
+    case ErrorKind::NotFound: return "NotFound";
+    case ErrorKind::RemoteFailure: return "RemoteFailure";
+    case ErrorKind::Disconnected: return "Disconnected";
+    case ErrorKind::ResourceExhausted: return "ResourceExhausted";
+    case ErrorKind::Internal: return "Internal";
+  }
+  return "Unknown";
+}
+
+std::vector<int> procs() {
+  std::vector<int> pids{1};
+  for (int pid : detail::Cluster::instance().workers()) pids.push_back(pid);
+  return pids;
+}
+
+std::vector<int> workers() {
+  auto pids = detail::Cluster::instance().workers();
+  if (pids.empty()) pids.push_back(1);
+  return pids;
+}
+
+int nprocs() { return static_cast<int>(procs().size()); }
+int nworkers() { return static_cast<int>(workers().size()); }
+
+std::vector<int> addprocs(int n, const LocalOptions& options) {
+  auto& cluster = detail::Cluster::instance();
+  if (n < 1) {
+    throw Error(ErrorKind::InvalidArgument,
+                "addprocs: worker count must be at least 1, got " + std::to_string(n));
+  }
+  LocalManager manager(options.exename.empty() ? LocalManager::default_exename()
+                                               : options.exename);
+  return cluster.add_workers(manager, n, options.timeout);
+}
+
+void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {
+  detail::Cluster::instance().rmprocs(pids, grace);
+}
+
+WorkerInfo worker_info(int pid) { return detail::Cluster::instance().info(pid); }
+WorkerStats worker_stats(int pid) { return detail::Cluster::instance().stats(pid); }
+Plugin everywhere(const std::string& path) { return detail::Cluster::instance().everywhere(path); }
+
+namespace detail {
+
+ArgBlob::ArgBlob() : bytes(4, '\0') {}  // Room for the argument count.
+
+unsigned char* ArgBlob::begin_value(size_t n) {
+  uint32_t count;
+  std::memcpy(&count, bytes.data(), 4);
+  ++count;
+  std::memcpy(bytes.data(), &count, 4);
+  size_t at = bytes.size();
+  uint64_t len = n;
+  bytes.resize(at + 1 + 8 + n);
+  bytes[at] = 0;
+  std::memcpy(bytes.data() + at + 1, &len, 8);
+  return reinterpret_cast<unsigned char*>(bytes.data() + at + 9);
+}
+
+void ArgBlob::add_ref(const std::shared_ptr<RefState>& ref) {
+  uint32_t count;
+  std::memcpy(&count, bytes.data(), 4);
+  ++count;
+  std::memcpy(bytes.data(), &count, 4);
+  size_t at = bytes.size();
+  int32_t owner = ref->owner;
+  uint64_t id = ref->id;
+  bytes.resize(at + 1 + 4 + 8);
+  bytes[at] = 1;
+  std::memcpy(bytes.data() + at + 1, &owner, 4);
+  std::memcpy(bytes.data() + at + 5, &id, 8);
+  pinned.push_back(ref);
+}
+
+std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args) {
+  return Cluster::instance().call_store(pid, k, std::move(args));
+}
+std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
+  return Cluster::instance().call_fetch(pid, k, std::move(args));
+}
+std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {
+  auto ref = Cluster::instance().call_store(pid, k, std::move(args));
+  ref->wait();
+  return ref;
+}
+void call_discard(int pid, const CallTarget& k, ArgBlob&& args) {
+  Cluster::instance().call_discard(pid, k, std::move(args));
+}
+int least_loaded_worker() { return Cluster::instance().least_loaded(); }
+std::string fetch_bytes(const std::shared_ptr<RefState>& ref) {
+  return Cluster::instance().fetch(*ref);
+}
+void wait_ref(const std::shared_ptr<RefState>& ref) { ref->wait(); }
+bool ref_ready(const std::shared_ptr<RefState>& ref) {
+  std::lock_guard lock(ref->mu);
+  return ref->status != RefStatus::kPending;
+}
+int ref_owner(const std::shared_ptr<RefState>& ref) { return ref->owner; }
+void check_kernel(const std::string& plugin, const std::string& name,
+                  const std::string& signature) {
+  Cluster::instance().check_kernel(plugin, name, signature);
+}
+
+}  // namespace detail
+}  // namespace dj

@@ -1,0 +1,67 @@
+// Running one call on the process that received it: the argument encoding (values inline,
+// Futures as references), kernel lookup and signature check, and the kernel invocation. Shared
+// by dj-worker and the master's own executor (pid 1), so both behave identically.
+//
+// Argument blob: u32 count, then per argument a u8 tag:
+//   0 (value): u64 length, then the encoded value (dj/serialize.hpp)
+//   1 (ref):   i32 owner pid, u64 ref id
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plugins/registry.hpp"
+#include "value_store.hpp"
+#include "wire/codec.hpp"
+
+namespace dj::detail {
+
+struct ParsedArg {
+  bool is_ref = false;
+  const unsigned char* data = nullptr;  // is_ref == false: the value's bytes in the blob.
+  size_t size = 0;
+  int32_t owner = 0;  // is_ref == true
+  uint64_t ref = 0;
+};
+
+// Throws: dj::Error(InvalidArgument) naming what is malformed.
+std::vector<ParsedArg> parse_args(const std::string& blob);
+
+struct CallOutcome {
+  bool ok = false;
+  std::string result;  // Encoded result when ok.
+  wire::RemoteError error;
+};
+
+struct ExecContext {
+  const KernelRegistry& registry;
+  ValueStore& store;
+  int self_pid;
+  // Fetches a value owned by another process (through the master). Throws dj::Error.
+  std::function<StoredValue(int owner, uint64_t ref)> fetch_remote;
+};
+
+// A received call, resolved against the registry at arrival (so a later reload does not
+// change what it runs) and with its local reference arguments pinned.
+struct PendingCall {
+  wire::Call call;
+  std::string args;
+  std::vector<ParsedArg> parsed;
+  std::shared_ptr<const KernelEntry> kernel;  // null: not loaded here
+  std::string arrival_error;                  // set when the blob is malformed
+};
+
+// Parses and pins; never throws (problems are recorded for execute_call to report).
+PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string args);
+
+// Runs the call. Never throws: every failure becomes a CallOutcome error that names the
+// worker, the kernel and the problem.
+CallOutcome execute_call(const ExecContext& ctx, PendingCall& pending);
+
+// The text of the "kernel not loaded" error (the notebook's "What happened?" cell).
+std::string not_loaded_message(const std::string& kernel, int pid);
+
+}  // namespace dj::detail

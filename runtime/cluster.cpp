@@ -1,0 +1,347 @@
+// The worker table: creating the cluster, adding workers (handshake), removing them, and
+// stopping everything when the master ends.
+#include "cluster.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "identity.hpp"
+#include "managers/local_manager.hpp"
+#include "sys.hpp"
+
+namespace dj::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+std::atomic<Cluster*> g_cluster{nullptr};
+
+int ms_left(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return static_cast<int>(std::max<long>(left.count(), 0));
+}
+
+// Reads one line from a worker's stdout within the deadline. Returns nullopt on EOF.
+std::optional<std::string> read_line(int fd, Clock::time_point deadline, const std::string& who,
+                                     std::string& rest) {
+  std::string line;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, ms_left(deadline));
+    if (n == 0) throw Error(ErrorKind::Disconnected, who + " did not start in time");
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("poll", who + " stdout");
+    }
+    char buf[512];
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return std::nullopt;
+    line.append(buf, static_cast<size_t>(r));
+    auto nl = line.find('\n');
+    if (nl != std::string::npos) {
+      rest = line.substr(nl + 1);
+      line.resize(nl);
+      return line;
+    }
+  }
+}
+
+std::string drain_text(int fd) {
+  std::string text;
+  for (int i = 0; i < 50; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) break;
+    char buf[1024];
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r <= 0) break;
+    text.append(buf, static_cast<size_t>(r));
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+WorkerLink::WorkerLink(int worker_pid, std::unique_ptr<LaunchedWorker> proc, Fd sock)
+    : pid(worker_pid), process(std::move(proc)), socket(std::move(sock)) {}
+
+bool WorkerLink::send(const wire::Message& message, const std::string& payload) {
+  std::lock_guard lock(write_mu);
+  try {
+    wire::write_frame(socket.get(), message, payload);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+Cluster& Cluster::instance() {
+  if (myid() != 1) {
+    throw Error(ErrorKind::InvalidArgument,
+                "this dj call manages the cluster and can only run on the master (pid 1), "
+                "not on worker " + std::to_string(myid()));
+  }
+  static Cluster* cluster = [] {
+    auto* c = new Cluster();
+    g_cluster.store(c);
+    std::atexit([] {
+      if (Cluster* c = g_cluster.load()) c->shutdown();
+    });
+    return c;
+  }();
+  static const bool procs_from_env = [] {
+    // dj-run -p N: the master starts with N local workers.
+    const char* env = std::getenv("DJ_PROCS");
+    if (!env) return true;
+    std::string value = env;
+    ::unsetenv("DJ_PROCS");  // Not inherited by workers or by programs the master starts.
+    char* end = nullptr;
+    long n = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || n < 0 || n > 4096) {
+      throw Error(ErrorKind::InvalidArgument,
+                  "DJ_PROCS='" + value + "' is not a worker count (0..4096)");
+    }
+    if (n > 0) {
+      LocalManager manager(LocalManager::default_exename());
+      cluster->add_workers(manager, static_cast<int>(n), std::chrono::milliseconds(20000));
+    }
+    return true;
+  }();
+  (void)procs_from_env;
+  return *cluster;
+}
+
+Cluster* Cluster::existing() noexcept {
+  Cluster* c = g_cluster.load();
+  return c && !c->stopping_.load() ? c : nullptr;
+}
+
+Cluster::Cluster()
+    : cookie_(to_hex_cookie()),
+      ctx_{registry_, store_, 1,
+           [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }},
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!wake_fd_) throw_errno("eventfd", "master I/O thread");
+  io_ = std::thread([this] { io_main(); });
+}
+
+std::string Cluster::to_hex_cookie() {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string raw = random_bytes(32), hex;
+  for (unsigned char c : raw) {
+    hex += kDigits[c >> 4];
+    hex += kDigits[c & 15];
+  }
+  return hex;
+}
+
+std::vector<int> Cluster::workers() const {
+  std::lock_guard lock(mu_);
+  std::vector<int> pids;
+  for (const auto& [pid, link] : links_) pids.push_back(pid);
+  return pids;
+}
+
+std::shared_ptr<WorkerLink> Cluster::find_locked(int pid) const {
+  auto it = links_.find(pid);
+  if (it != links_.end()) return it->second;
+  auto gone = gone_.find(pid);
+  if (gone != gone_.end()) {
+    throw Error(ErrorKind::Disconnected,
+                "worker " + std::to_string(pid) + " is gone: " + gone->second, pid);
+  }
+  std::string known;
+  for (const auto& [p, l] : links_) known += (known.empty() ? "" : ", ") + std::to_string(p);
+  throw Error(ErrorKind::NotFound, "no process with pid " + std::to_string(pid) +
+                                       " (workers: " + (known.empty() ? "none" : known) + ")",
+              pid);
+}
+
+std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w, int pid,
+                                               Clock::time_point deadline) {
+  std::string who = "worker " + std::to_string(pid) + " (os pid " + std::to_string(w->os_pid()) +
+                    ")";
+  std::string cookie_line = cookie_ + "\n";
+  try {
+    write_full(w->stdin_fd(), cookie_line.data(), cookie_line.size());
+  } catch (const Error&) {
+    // The process already died; its stderr says why.
+  }
+  std::string rest;
+  auto line = read_line(w->stdout_fd(), deadline, who, rest);
+  const std::string kPrefix = "dj-worker listening on ";
+  if (!line || line->rfind(kPrefix, 0) != 0) {
+    std::string err = drain_text(w->stderr_fd());
+    w->wait_for(std::chrono::milliseconds(200));
+    std::string reason = w->exit_reason();
+    throw Error(ErrorKind::Disconnected,
+                who + " failed to start" + (reason.empty() ? "" : " (" + reason + ")") +
+                    (err.empty() ? "" : ": " + err) +
+                    (line ? " [first output line: '" + *line + "']" : ""),
+                pid);
+  }
+  std::string address = line->substr(kPrefix.size());
+  auto [host, port] = split_host_port(address);
+  Fd sock = connect_tcp(host, port, std::chrono::milliseconds(std::max(ms_left(deadline), 1)));
+  wire::write_frame(sock.get(), wire::Hello{cookie_, pid, 1, wire::kProtocolVersion});
+  set_receive_timeout(sock.get(), std::chrono::milliseconds(std::max(ms_left(deadline), 1)));
+  auto frame = wire::read_frame(sock.get());
+  set_receive_timeout(sock.get(), std::chrono::milliseconds(0));
+  const auto* welcome = frame ? std::get_if<wire::Welcome>(&frame->message) : nullptr;
+  if (!welcome || welcome->pid != pid) {
+    throw Error(ErrorKind::Disconnected, who + " at " + address + " refused the handshake", pid);
+  }
+  auto link = std::make_shared<WorkerLink>(pid, std::move(w), std::move(sock));
+  link->info = {pid, static_cast<long>(welcome->os_pid), welcome->hostname, address};
+  link->host_identity = welcome->boot_id;
+  link->out_partial = rest;
+  return link;
+}
+
+std::vector<int> Cluster::add_workers(ClusterManager& manager, int n,
+                                      std::chrono::milliseconds timeout) {
+  if (n < 1) {
+    throw Error(ErrorKind::InvalidArgument,
+                "addprocs: worker count must be at least 1, got " + std::to_string(n));
+  }
+  std::lock_guard serial(load_mu_);
+  auto launched = manager.launch(n);  // Throws with nothing started.
+  int first_pid;
+  {
+    std::lock_guard lock(mu_);
+    first_pid = next_pid_;
+    next_pid_ += n;  // Reserved even on failure: pids are never reused in a run.
+  }
+  auto deadline = Clock::now() + timeout;
+  std::vector<std::shared_ptr<WorkerLink>> links;
+  try {
+    for (int i = 0; i < n; ++i) {
+      links.push_back(start_one(std::move(launched[static_cast<size_t>(i)]), first_pid + i,
+                                deadline));
+    }
+  } catch (const Error& e) {
+    // Every launched worker (linked or not) is killed and reaped as its owner goes out of scope.
+    throw Error(e.kind(), "addprocs(" + std::to_string(n) + ") on " + manager.describe() +
+                              " failed; no worker was added: " + e.what(),
+                e.worker());
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (auto& link : links) links_[link->pid] = link;
+  }
+  wake();
+  std::vector<ShippedPlugin> plugins;
+  {
+    std::lock_guard lock(mu_);
+    plugins = plugins_;
+  }
+  try {
+    load_plugins_on(links, plugins);
+  } catch (const Error& e) {
+    std::vector<int> pids;
+    for (auto& link : links) pids.push_back(link->pid);
+    rmprocs(pids, std::chrono::milliseconds(500));
+    throw Error(e.kind(), std::string("addprocs: a new worker could not load the plugins "
+                                      "loaded before; no worker was added: ") + e.what());
+  }
+  std::vector<int> pids;
+  for (auto& link : links) pids.push_back(link->pid);
+  return pids;
+}
+
+void Cluster::rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {
+  std::vector<std::shared_ptr<WorkerLink>> targets;
+  {
+    std::lock_guard lock(mu_);
+    for (int pid : pids) {
+      if (pid == 1) {
+        throw Error(ErrorKind::InvalidArgument,
+                    "rmprocs: pid 1 is the master and cannot be removed", 1);
+      }
+      targets.push_back(find_locked(pid));
+    }
+  }
+  for (auto& link : targets) {
+    link->removing = true;
+    link->send(wire::Shutdown{"rmprocs"});
+  }
+  auto deadline = Clock::now() + grace;
+  for (auto& link : targets) {
+    if (!link->process->wait_for(std::chrono::milliseconds(ms_left(deadline)))) {
+      log_line("worker " + std::to_string(link->pid) + " did not exit within " +
+               std::to_string(grace.count()) + " ms of rmprocs; killing it");
+      link->process->kill();
+    }
+    retire(link, "");
+  }
+}
+
+WorkerInfo Cluster::info(int pid) const {
+  if (pid == 1) return {1, static_cast<long>(::getpid()), host_name(), ""};
+  std::lock_guard lock(mu_);
+  return find_locked(pid)->info;
+}
+
+std::shared_ptr<Reply> Cluster::request(const std::shared_ptr<WorkerLink>& link,
+                                        const wire::Message& message, uint64_t id,
+                                        const std::string& payload) {
+  auto reply = std::make_shared<Reply>();
+  {
+    std::lock_guard lock(mu_);
+    link->replies[id] = reply;
+  }
+  link->send(message, payload);  // A failed send is answered by retire().
+  return reply;
+}
+
+WorkerStats Cluster::stats(int pid) {
+  if (pid == 1) {
+    auto s = store_.stats();
+    return {s.values, s.bytes, rss_bytes(), static_cast<uint32_t>(registry_.plugin_count())};
+  }
+  std::shared_ptr<WorkerLink> link;
+  uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(pid);
+    id = next_id_locked();
+  }
+  auto reply = request(link, wire::StatsRequest{id}, id);
+  const wire::Message& m = reply->wait();
+  if (const auto* r = std::get_if<wire::Result>(&m)) throw to_error(r->error);
+  const auto& s = std::get<wire::StatsReply>(m);
+  return {s.stored_values, s.stored_bytes, s.rss_bytes, s.loaded_plugins};
+}
+
+void Cluster::shutdown() noexcept {
+  if (stopping_.exchange(true)) return;
+  std::vector<std::shared_ptr<WorkerLink>> links;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [pid, link] : links_) links.push_back(link);
+  }
+  for (auto& link : links) {
+    link->send(wire::Shutdown{"master exiting"});
+    link->process->close_stdin();
+  }
+  auto deadline = Clock::now() + std::chrono::milliseconds(500);
+  for (auto& link : links) {
+    if (!link->process->wait_for(std::chrono::milliseconds(ms_left(deadline)))) {
+      link->process->kill();
+    }
+  }
+  wake();
+  if (io_.joinable()) io_.join();
+  local_.stop();
+  std::map<int, std::shared_ptr<WorkerLink>> doomed;
+  {
+    std::lock_guard lock(mu_);
+    doomed.swap(links_);
+  }
+}
+
+}  // namespace dj::detail

@@ -1,0 +1,144 @@
+// The master's view of the cluster: the worker table, the I/O thread that reads every worker's
+// connection and output, the calls in flight, and the master's own executor (pid 1).
+//
+// Threads: user threads send requests directly on a worker's socket (under its write mutex)
+// and block on a Reply or RefState; the I/O thread reads every socket and stdio pipe and
+// completes them; the local executor runs kernels called on pid 1.
+// Locking: mu_ guards the table and every WorkerLink's bookkeeping maps. Never held across I/O
+// or while a RefState may be destroyed (its destructor takes mu_ to release the value).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "call_exec.hpp"
+#include "dj/dj.hpp"
+#include "local_executor.hpp"
+#include "managers/cluster_manager.hpp"
+#include "net.hpp"
+#include "plugins/registry.hpp"
+#include "remote_ref.hpp"
+#include "value_store.hpp"
+#include "wire/frame.hpp"
+
+namespace dj::detail {
+
+struct WorkerLink {
+  WorkerLink(int pid, std::unique_ptr<LaunchedWorker> process, Fd socket);
+  // Sends one frame. Returns false if the worker is gone (the I/O thread will retire it).
+  bool send(const wire::Message& message, const std::string& payload = {});
+
+  const int pid;
+  std::unique_ptr<LaunchedWorker> process;
+  Fd socket;
+  WorkerInfo info;
+  std::string host_identity;
+  std::mutex write_mu;
+  std::atomic<int> in_flight{0};
+  std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
+
+  // Output forwarding: the I/O thread, and retire() on a user thread for rmprocs.
+  std::mutex output_mu;
+  std::string out_partial, err_partial;  // guarded by output_mu
+  std::atomic<bool> out_open{true}, err_open{true};
+
+  // Guarded by Cluster::mu_.
+  std::unordered_map<uint64_t, std::shared_ptr<Reply>> replies;
+  std::unordered_map<uint64_t, std::weak_ptr<RefState>> refs;
+  std::unordered_map<uint64_t, std::vector<std::shared_ptr<RefState>>> pins;
+};
+
+class Cluster {
+ public:
+  // The master's cluster, created on first use (Distributed.jl's API is process-wide, so dj's
+  // is too). On a worker process this throws: workers do not manage workers.
+  static Cluster& instance();
+  // The cluster if it exists and is not shut down (for destructors).
+  static Cluster* existing() noexcept;
+
+  std::vector<int> workers() const;
+  std::vector<int> add_workers(ClusterManager& manager, int n, std::chrono::milliseconds timeout);
+  void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace);
+  WorkerInfo info(int pid) const;
+  WorkerStats stats(int pid);
+
+  Plugin everywhere(const std::string& path);
+  void check_kernel(const std::string& plugin, const std::string& name,
+                    const std::string& signature) const;
+
+  std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
+  std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+  void call_discard(int pid, const CallTarget& k, ArgBlob&& args);
+  int least_loaded() const;
+  std::string fetch(const RefState& ref);
+  void release(int owner, uint64_t id) noexcept;
+
+  // Payload bytes the master has received from workers (diagnostics and tests: proves that a
+  // value passed between workers did or did not travel through the master).
+  uint64_t payload_bytes_received() const { return payload_bytes_received_.load(); }
+
+  // Stops every worker and the I/O thread (at exit).
+  void shutdown() noexcept;
+
+ private:
+  Cluster();
+  ~Cluster() = delete;  // Never destroyed: Futures in static storage may outlive main.
+
+  static std::string to_hex_cookie();
+  std::shared_ptr<WorkerLink> find_locked(int pid) const;
+  uint64_t next_id_locked() { return next_id_++; }
+  std::shared_ptr<WorkerLink> start_one(std::unique_ptr<LaunchedWorker> w, int pid,
+                                        std::chrono::steady_clock::time_point deadline);
+  struct ShippedPlugin {
+    std::string path;
+    std::string sha256;
+    std::string bytes;
+  };
+  void load_plugins_on(const std::vector<std::shared_ptr<WorkerLink>>& links,
+                       const std::vector<ShippedPlugin>& plugins);
+  StoredValue fetch_from(int owner, uint64_t ref_id);
+  std::shared_ptr<Reply> request(const std::shared_ptr<WorkerLink>& link,
+                                 const wire::Message& message, uint64_t id,
+                                 const std::string& payload = {});
+
+  // I/O thread (master_io.cpp).
+  void io_main();
+  void wake() noexcept;
+  void on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame);
+  void on_fetch_ref(const std::shared_ptr<WorkerLink>& link, const wire::FetchRef& m);
+  // Reads what is available on a worker's stdout (err=false) or stderr and prints whole lines
+  // as "From worker N:". Returns false at EOF. Call only when the fd is readable.
+  bool pump_output(WorkerLink& link, bool err);
+  void drain_output(WorkerLink& link);
+  void retire(const std::shared_ptr<WorkerLink>& link, const std::string& why);
+
+  mutable std::mutex mu_;
+  std::map<int, std::shared_ptr<WorkerLink>> links_;  // guarded by mu_
+  std::map<int, std::string> gone_;                   // guarded by mu_: pid -> why it left
+  int next_pid_ = 2;                                  // guarded by mu_
+  uint64_t next_id_ = 1;                              // guarded by mu_
+  mutable size_t spawn_cursor_ = 0;                   // guarded by mu_
+
+  std::vector<ShippedPlugin> plugins_;  // guarded by mu_; shipped to workers added later
+  std::mutex load_mu_;                  // serialises everywhere() and addprocs()
+
+  const std::string cookie_;
+  KernelRegistry registry_;  // the master's own kernels (pid 1)
+  ValueStore store_;         // values owned by pid 1
+  ExecContext ctx_;
+  LocalExecutor local_;
+
+  std::atomic<uint64_t> payload_bytes_received_{0};
+  Fd wake_fd_;
+  std::atomic<bool> stopping_{false};
+  std::thread io_;
+};
+
+}  // namespace dj::detail

@@ -1,0 +1,309 @@
+// dj: Distributed.jl's programming model for C++. One master process (pid 1) drives worker
+// processes (pids 2, 3, ...) that run kernels: C++ functions compiled into .so plugins that the
+// master ships to every worker as bytes.
+//
+//   #include <dj/dj.hpp>
+//   int main() {
+//     dj::addprocs(4);                                     // 4 local workers: pids 2..5
+//     auto plugin = dj::everywhere("./libmy_kernels.so");  // load on every process
+//     auto add = plugin.kernel<double(double, double)>("add");
+//     dj::Future<double> f = dj::spawnat(2, add, 3.0, 3.0);
+//     std::printf("%g\n", dj::fetch(f));                   // 6
+//     std::printf("%g\n", dj::remotecall_fetch(add, 3, 1.0, 2.0));
+//     dj::rmprocs(dj::workers());
+//   }
+//
+// Three things to know:
+// - Ownership: a call's result stays on the worker that computed it until fetched; the worker
+//   frees it when the last Future copy referring to it is destroyed (on every process).
+// - Blocking: fetch, wait, remotecall_fetch, remotecall_wait, addprocs, rmprocs and everywhere
+//   block; remotecall, spawnat, spawn and remote_do only send. Every wait on another process
+//   ends when that process dies (kind Disconnected) instead of hanging.
+// - Errors: every function throws dj::Error (dj/error.hpp); its kind() says how to recover.
+//   A kernel's exception arrives as kind RemoteFailure, "on worker N: ...".
+//
+// Thread-safety: every function here may be called from any thread of the master.
+// Lifetime: workers are stopped when the master ends, by any means (including SIGKILL).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "dj/error.hpp"
+#include "dj/serialize.hpp"
+
+namespace dj {
+
+// dj pid of this process: 1 on the master, >= 2 on workers (also inside kernels).
+int myid();
+// Every pid: {1} followed by workers' pids, ascending.
+std::vector<int> procs();
+// Worker pids, ascending; {1} when there are none (the master then does the work).
+std::vector<int> workers();
+int nprocs();
+// Number of workers; 1 when there are none, as in Distributed.jl.
+int nworkers();
+
+// Options of addprocs for local workers.
+struct LocalOptions {
+  std::string exename;  // dj-worker executable; default: $DJ_WORKER, else the installed one.
+  std::chrono::milliseconds timeout{20000};  // Per worker, from launch to ready.
+};
+
+// Starts `n` local worker processes and returns their new pids (never reused in a run).
+// Plugins loaded with everywhere() before are loaded on the new workers too.
+// Throws: InvalidArgument (n < 1), NotFound (no worker executable), Disconnected (a worker
+// died or timed out while starting). On failure no worker of this call is left running.
+// Blocks: until every new worker has answered.
+std::vector<int> addprocs(int n, const LocalOptions& options = {});
+
+// Stops workers: asks each to exit, then kills it after `grace`. Their pending Futures fail
+// with Disconnected. Throws: InvalidArgument for pid 1 or an unknown pid (nothing is stopped).
+// Blocks: until every listed process is reaped.
+void rmprocs(const std::vector<int>& pids,
+             std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
+inline void rmprocs(int pid) { rmprocs(std::vector<int>{pid}); }
+
+// What the master knows about a process.
+struct WorkerInfo {
+  int pid = 0;
+  long os_pid = 0;       // Process id on its host.
+  std::string host;      // Host name the worker reported.
+  std::string address;   // host:port the worker listens on (empty for pid 1).
+};
+// Throws: NotFound for an unknown pid.
+WorkerInfo worker_info(int pid);
+
+// Memory a process holds for remote values (for tests and diagnostics).
+struct WorkerStats {
+  uint64_t stored_values = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t rss_bytes = 0;
+  uint32_t loaded_plugins = 0;
+};
+// Blocks: one round trip. Throws: NotFound, Disconnected.
+WorkerStats worker_stats(int pid);
+
+namespace detail {
+struct RefState;  // A remote value's identity and completion state (runtime/remote_ref.hpp).
+
+// Encoded argument list: values inline, Futures as references to where they live.
+class ArgBlob {
+ public:
+  ArgBlob();
+  template <class T>
+  void add_value(const T& v) {
+    ser::Writer counter;
+    ser::Codec<T>::write(counter, v);
+    ser::Writer w(begin_value(counter.size()));
+    ser::Codec<T>::write(w, v);
+  }
+  void add_ref(const std::shared_ptr<RefState>& ref);
+  std::string bytes;  // Encoded arguments, see runtime/call_exec.hpp.
+  std::vector<std::shared_ptr<RefState>> pinned;  // Futures passed; kept until the call ends.
+
+ private:
+  unsigned char* begin_value(size_t n);
+};
+
+struct CallTarget {
+  const std::string* name;
+  uint64_t id;
+  const std::string* signature;
+};
+
+std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
+std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args);
+void call_discard(int pid, const CallTarget& k, ArgBlob&& args);
+int least_loaded_worker();
+std::string fetch_bytes(const std::shared_ptr<RefState>& ref);
+void wait_ref(const std::shared_ptr<RefState>& ref);
+bool ref_ready(const std::shared_ptr<RefState>& ref);
+int ref_owner(const std::shared_ptr<RefState>& ref);
+void check_kernel(const std::string& plugin, const std::string& name,
+                  const std::string& signature);
+}  // namespace detail
+
+// A handle to a kernel by name and C++ signature. Cheap to copy. The signature is checked on
+// every process that runs it: a mismatch is an InvalidArgument naming both signatures.
+template <class Sig>
+class Kernel;
+template <class R, class... A>
+class Kernel<R(A...)> {
+ public:
+  explicit Kernel(std::string name)
+      : name_(std::make_shared<const std::string>(std::move(name))),
+        id_(detail::kernel_id(*name_)) {}
+  const std::string& name() const { return *name_; }
+  const std::string& signature() const { return ser::call_signature<R, A...>(); }
+  detail::CallTarget target() const { return {name_.get(), id_, &signature()}; }
+
+ private:
+  std::shared_ptr<const std::string> name_;
+  uint64_t id_;
+};
+
+// The result of a remote call, living on the process that computed it. Copies share one
+// remote value, one local cache and one distributed reference.
+// Lifetime: the remote value is freed when the last copy is destroyed.
+template <class T>
+class Future {
+ public:
+  Future() = default;
+  // dj pid of the process that holds (or will hold) the value.
+  int where() const { return detail::ref_owner(state_->ref); }
+
+ private:
+  struct State {
+    std::shared_ptr<detail::RefState> ref;
+    std::mutex mu;
+    std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;  // guarded by mu
+  };
+  explicit Future(std::shared_ptr<detail::RefState> ref) : state_(std::make_shared<State>()) {
+    state_->ref = std::move(ref);
+  }
+  std::shared_ptr<State> state_;
+
+  template <class U>
+  friend U fetch(const Future<U>&);
+  template <class U>
+  friend void wait(const Future<U>&);
+  template <class U>
+  friend bool isready(const Future<U>&);
+  template <class U>
+  friend const std::shared_ptr<detail::RefState>& ref_of(const Future<U>&);
+  template <class U>
+  friend Future<U> make_future(std::shared_ptr<detail::RefState>);
+};
+
+template <class T>
+const std::shared_ptr<detail::RefState>& ref_of(const Future<T>& f) {
+  if (!f.state_) throw Error(ErrorKind::InvalidArgument, "dj: use of an empty Future");
+  return f.state_->ref;
+}
+template <class T>
+Future<T> make_future(std::shared_ptr<detail::RefState> ref) {
+  return Future<T>(std::move(ref));
+}
+
+// The value, fetched once and cached (later calls do not touch the network).
+// Throws: the call's error (RemoteFailure, Disconnected, ...). Blocks: until computed.
+template <class T>
+T fetch(const Future<T>& f) {
+  const auto& ref = ref_of(f);
+  std::lock_guard lock(f.state_->mu);
+  if (!f.state_->value) {
+    std::string bytes = detail::fetch_bytes(ref);
+    if constexpr (std::is_void_v<T>) f.state_->value = true;
+    else f.state_->value = ser::from_bytes<T>(bytes);
+  }
+  if constexpr (!std::is_void_v<T>) return *f.state_->value;
+}
+
+// Waits until the value is computed (it stays remote). Throws: the call's error.
+template <class T>
+void wait(const Future<T>& f) { detail::wait_ref(ref_of(f)); }
+
+// Whether the value is computed (successfully or not). Never blocks.
+template <class T>
+bool isready(const Future<T>& f) { return detail::ref_ready(ref_of(f)); }
+
+namespace detail {
+template <class P, class Arg>
+void add_arg(ArgBlob& blob, const Arg& arg) {
+  if constexpr (std::is_same_v<std::decay_t<Arg>, Future<P>>) {
+    blob.add_ref(ref_of(arg));
+  } else {
+    static_assert(std::is_convertible_v<const Arg&, P>,
+                  "dj: argument type does not convert to the kernel's parameter type");
+    if constexpr (std::is_same_v<std::decay_t<Arg>, P>) blob.add_value<P>(arg);
+    else blob.add_value<P>(static_cast<P>(arg));
+  }
+}
+template <class... A, class... Args>
+ArgBlob encode_args(const Args&... args) {
+  static_assert(sizeof...(A) == sizeof...(Args), "dj: wrong number of arguments for kernel");
+  ArgBlob blob;
+  (add_arg<A>(blob, args), ...);
+  return blob;
+}
+}  // namespace detail
+
+// Runs k(args...) on `pid` and returns at once with a Future to the result. An argument may be
+// a Future<P> for a parameter of type P: it is resolved where it lives (nothing moves when it
+// lives on `pid`). Throws: NotFound (unknown pid), Disconnected (pid is gone).
+template <class R, class... A, class... Args>
+Future<R> remotecall(const Kernel<R(A...)>& k, int pid, const Args&... args) {
+  return make_future<R>(detail::call_store(pid, k.target(), detail::encode_args<A...>(args...)));
+}
+
+// remotecall + fetch in one round trip; nothing is kept on the worker.
+// Blocks: until the result arrives. Throws: the call's error.
+template <class R, class... A, class... Args>
+R remotecall_fetch(const Kernel<R(A...)>& k, int pid, const Args&... args) {
+  std::string bytes = detail::call_fetch(pid, k.target(), detail::encode_args<A...>(args...));
+  if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
+}
+
+// remotecall, then wait until the result is computed (it stays on the worker).
+template <class R, class... A, class... Args>
+Future<R> remotecall_wait(const Kernel<R(A...)>& k, int pid, const Args&... args) {
+  return make_future<R>(detail::call_wait(pid, k.target(), detail::encode_args<A...>(args...)));
+}
+
+// Fire and forget: runs k(args...) on pid; the result is dropped and an error is printed on
+// that worker's stderr (which the master shows as "From worker N:").
+template <class R, class... A, class... Args>
+void remote_do(const Kernel<R(A...)>& k, int pid, const Args&... args) {
+  detail::call_discard(pid, k.target(), detail::encode_args<A...>(args...));
+}
+
+// Julia's @spawnat: remotecall with the pid first.
+template <class R, class... A, class... Args>
+Future<R> spawnat(int pid, const Kernel<R(A...)>& k, const Args&... args) {
+  return remotecall(k, pid, args...);
+}
+
+// Julia's @spawn: remotecall on the worker with the fewest calls in flight.
+template <class R, class... A, class... Args>
+Future<R> spawn(const Kernel<R(A...)>& k, const Args&... args) {
+  return remotecall(k, detail::least_loaded_worker(), args...);
+}
+
+// A plugin loaded on every process, from which typed kernel handles are taken.
+class Plugin {
+ public:
+  Plugin(std::string path, std::vector<std::string> kernels)
+      : path_(std::move(path)), kernels_(std::move(kernels)) {}
+  const std::string& path() const { return path_; }
+  // Names of the kernels the plugin registers.
+  const std::vector<std::string>& kernel_names() const { return kernels_; }
+  // A handle to kernel `name`. Throws: NotFound (no such kernel; the message lists the ones
+  // there are), InvalidArgument (registered with another signature; both are named).
+  template <class Sig>
+  Kernel<Sig> kernel(const std::string& name) const {
+    Kernel<Sig> k(name);
+    detail::check_kernel(path_, name, k.signature());
+    return k;
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> kernels_;
+};
+
+// Loads the plugin at `path` on the master and every worker (Julia's @everywhere using ...).
+// The master sends the file's bytes; workers never need the file. Loading the same bytes again
+// is a no-op; loading rebuilt bytes replaces its kernels for calls issued afterwards.
+// Throws: NotFound (no file), InvalidArgument naming the file and why it cannot be loaded
+// (not ELF, unresolved symbol, no DJ_PLUGIN, incompatible ABI); RemoteFailure if a worker
+// refuses it. Blocks: until every process has loaded it.
+Plugin everywhere(const std::string& path);
+
+}  // namespace dj

@@ -1,0 +1,96 @@
+// For plugin authors: write kernels as ordinary C++ functions and list them once.
+//
+//   #include <dj/kernel.hpp>
+//   double add(double a, double b) { return a + b; }
+//   std::vector<double> scale(const std::vector<double>& v, double k) { ... }
+//   DJ_PLUGIN("my_kernels", DJ_KERNEL(add), DJ_KERNEL(scale))
+//
+// and build it with `dj_add_kernel(my_kernels my_kernels.cpp)` in CMake. Kernels take
+// arguments by value or const reference, in any type dj/serialize.hpp supports, and return
+// such a type or void. An exception thrown by a kernel reaches the caller as a RemoteFailure
+// carrying its what() text. Inside a kernel, dj::myid() is the pid of the running process.
+#pragma once
+
+#include <cstdio>
+#include <exception>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "dj/plugin_abi.h"
+#include "dj/serialize.hpp"
+
+namespace dj {
+
+// dj pid of this process: 1 on the master, >= 2 on workers.
+int myid();
+
+namespace detail {
+
+template <class F>
+struct KernelTraits;
+template <class R, class... A>
+struct KernelTraits<R (*)(A...)> {
+  using Result = R;
+  using Args = std::tuple<std::decay_t<A>...>;
+  static const std::string& signature() { return ser::call_signature<R, std::decay_t<A>...>(); }
+};
+
+template <class Args, size_t... I>
+Args decode_args(const dj_arg* args, std::index_sequence<I...>) {
+  return Args{ser::from_bytes<std::tuple_element_t<I, Args>>(args[I].data, args[I].size)...};
+}
+
+template <auto Fn>
+void invoke_kernel(const dj_arg* args, size_t nargs, dj_sink* sink) noexcept {
+  using Traits = KernelTraits<decltype(Fn)>;
+  using Args = typename Traits::Args;
+  using R = typename Traits::Result;
+  constexpr size_t kArity = std::tuple_size_v<Args>;
+  try {
+    if (nargs != kArity) {
+      throw Error(ErrorKind::InvalidArgument, "expected " + std::to_string(kArity) +
+                                                  " arguments, got " + std::to_string(nargs));
+    }
+    Args decoded = decode_args<Args>(args, std::make_index_sequence<kArity>{});
+    if constexpr (std::is_void_v<R>) {
+      std::apply(Fn, std::move(decoded));
+      sink->reserve(sink->ctx, 0);
+    } else {
+      R result = std::apply(Fn, std::move(decoded));
+      ser::Writer counter;
+      ser::Codec<R>::write(counter, result);
+      unsigned char* out = sink->reserve(sink->ctx, counter.size());
+      ser::Writer writer(out);
+      ser::Codec<R>::write(writer, result);
+    }
+  } catch (const std::exception& e) {
+    sink->fail(sink->ctx, e.what());
+  } catch (...) {
+    sink->fail(sink->ctx, "kernel threw an exception that is not a std::exception");
+  }
+}
+
+template <auto Fn>
+dj_kernel_entry make_kernel_entry(const char* name) {
+  return dj_kernel_entry{name, KernelTraits<decltype(Fn)>::signature().c_str(),
+                         &invoke_kernel<Fn>};
+}
+
+}  // namespace detail
+}  // namespace dj
+
+// One kernel entry for DJ_PLUGIN: the function's name is the kernel's name.
+#define DJ_KERNEL(fn) ::dj::detail::make_kernel_entry<&fn>(#fn)
+
+// Defines the plugin's one exported descriptor (see dj/plugin_abi.h). Use once per plugin.
+// The table is built when dj first asks for it, never at static-initialisation time.
+#define DJ_PLUGIN(plugin_name, ...)                                                     \
+  extern "C" __attribute__((visibility("default"))) const dj_plugin_descriptor*         \
+  dj_plugin_descriptor_v1(void) {                                                       \
+    static const dj_kernel_entry dj_entries_[] = {__VA_ARGS__};                         \
+    static const dj_plugin_descriptor dj_descriptor_ = {                                \
+        DJ_PLUGIN_ABI_VERSION, static_cast<uint32_t>(sizeof dj_entries_ / sizeof dj_entries_[0]), \
+        plugin_name, dj_entries_};                                                      \
+    return &dj_descriptor_;                                                             \
+  }

@@ -1,0 +1,56 @@
+/* The binary interface between dj and a kernel plugin: a plugin is a shared object exporting
+ * one C function, DJ_PLUGIN_SYMBOL, that returns a table of kernels. C types only, so that the
+ * table can be checked before any of the plugin's C++ is trusted. Plugin authors never write
+ * this by hand: DJ_PLUGIN in dj/kernel.hpp builds it. */
+#ifndef DJ_PLUGIN_ABI_H
+#define DJ_PLUGIN_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever any struct below or the argument encoding changes. A plugin built with a
+ * different value is refused with an error naming both versions. */
+#define DJ_PLUGIN_ABI_VERSION 1u
+#define DJ_PLUGIN_SYMBOL "dj_plugin_descriptor_v1"
+
+/* One encoded argument (dj/serialize.hpp), owned by the caller for the duration of the call. */
+typedef struct dj_arg {
+  const unsigned char* data;
+  size_t size;
+} dj_arg;
+
+/* Where a kernel puts its result. `reserve` returns a buffer of exactly `bytes` bytes for the
+ * encoded result (at most once per call); `fail` records an error message instead. */
+typedef struct dj_sink {
+  void* ctx;
+  unsigned char* (*reserve)(void* ctx, size_t bytes);
+  void (*fail)(void* ctx, const char* message);
+} dj_sink;
+
+/* Decodes the arguments, runs the kernel and reports through the sink. Never throws. */
+typedef void (*dj_invoke_fn)(const dj_arg* args, size_t nargs, dj_sink* sink);
+
+typedef struct dj_kernel_entry {
+  const char* name;      /* C identifier of the kernel. */
+  const char* signature; /* "(f64,f64)->f64": argument and result types, see serialize.hpp. */
+  dj_invoke_fn invoke;
+} dj_kernel_entry;
+
+typedef struct dj_plugin_descriptor {
+  uint32_t abi_version; /* DJ_PLUGIN_ABI_VERSION the plugin was built with. */
+  uint32_t kernel_count;
+  const char* plugin_name;
+  const dj_kernel_entry* kernels;
+} dj_plugin_descriptor;
+
+typedef const dj_plugin_descriptor* (*dj_plugin_entry_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DJ_PLUGIN_ABI_H */

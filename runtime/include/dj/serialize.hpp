@@ -1,0 +1,312 @@
+// How typed values become bytes and back, and the type names a kernel's signature is checked
+// with. Shared by the master (dj.hpp) and plugins (kernel.hpp); bytes are little-endian, as
+// every host dj runs on.
+//
+// Supported: arithmetic types and bool, std::string, std::vector<T>, std::array<T, N>,
+// std::pair, std::tuple, dj::Matrix<T>, nested combinations, and user structs that opt in:
+//
+//   struct Particle { double x, y; int id; };
+//   DJ_STRUCT(Particle, x, y, id)   // every field, in declaration order (checked by count)
+//
+// Type names: i8 i16 i32 i64 u8 u16 u32 u64 f32 f64 bool str vec<T> arr<T,N> tup<A,B> mat<T>
+// and Name{A,B} for user structs. A call is "(A,B)->R".
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "dj/error.hpp"
+#include "dj/matrix.hpp"
+
+namespace dj::ser {
+
+// Appends bytes to a buffer, or only counts them (the size pass lets results be written once,
+// straight into the transport's buffer).
+class Writer {
+ public:
+  explicit Writer(unsigned char* out = nullptr) : out_(out) {}
+  void bytes(const void* p, size_t n) {
+    if (out_ && n) std::memcpy(out_ + size_, p, n);
+    size_ += n;
+  }
+  template <class T>
+  void pod(const T& v) { bytes(&v, sizeof v); }
+  size_t size() const { return size_; }
+
+ private:
+  unsigned char* out_;
+  size_t size_ = 0;
+};
+
+// Reads bytes with bounds checks; every failure is an InvalidArgument naming what was short.
+class Reader {
+ public:
+  Reader(const unsigned char* p, size_t n) : p_(p), end_(p + n) {}
+  void bytes(void* dst, size_t n) {
+    need(n);
+    if (n) std::memcpy(dst, p_, n);
+    p_ += n;
+  }
+  template <class T>
+  T pod() {
+    T v;
+    bytes(&v, sizeof v);
+    return v;
+  }
+  // Reads an element count and checks that count * min_elem_bytes bytes remain, so that a
+  // corrupt count can never make the decoder allocate more than the input justifies.
+  size_t count(size_t min_elem_bytes) {
+    auto n = pod<uint64_t>();
+    size_t left = remaining();
+    if (min_elem_bytes ? n > left / min_elem_bytes : n > left + (size_t{1} << 20)) {
+      throw Error(ErrorKind::InvalidArgument,
+                  "dj: encoded count " + std::to_string(n) + " exceeds the " +
+                      std::to_string(left) + " bytes left in the value");
+    }
+    return static_cast<size_t>(n);
+  }
+  size_t remaining() const { return static_cast<size_t>(end_ - p_); }
+
+ private:
+  void need(size_t n) {
+    if (n > remaining()) {
+      throw Error(ErrorKind::InvalidArgument,
+                  "dj: value bytes end early (need " + std::to_string(n) + ", have " +
+                      std::to_string(remaining()) + ")");
+    }
+  }
+  const unsigned char* p_;
+  const unsigned char* end_;
+};
+
+template <class T, class = void>
+struct Codec;  // Not specialised: the type is not serialisable (see the list at the top).
+
+template <class T>
+struct Codec<T, std::enable_if_t<std::is_arithmetic_v<T>>> {
+  static std::string name() {
+    if constexpr (std::is_same_v<T, bool>) return "bool";
+    else if constexpr (std::is_floating_point_v<T>) return "f" + std::to_string(sizeof(T) * 8);
+    else if constexpr (std::is_signed_v<T>) return "i" + std::to_string(sizeof(T) * 8);
+    else return "u" + std::to_string(sizeof(T) * 8);
+  }
+  static constexpr size_t kMinBytes = sizeof(T);
+  static void write(Writer& w, const T& v) { w.pod(v); }
+  static T read(Reader& r) {
+    if constexpr (std::is_same_v<T, bool>) return r.pod<uint8_t>() != 0;
+    else return r.pod<T>();
+  }
+};
+
+template <>
+struct Codec<std::string> {
+  static std::string name() { return "str"; }
+  static constexpr size_t kMinBytes = 8;
+  static void write(Writer& w, const std::string& v) {
+    w.pod<uint64_t>(v.size());
+    w.bytes(v.data(), v.size());
+  }
+  static std::string read(Reader& r) {
+    std::string s(r.count(1), '\0');
+    r.bytes(s.data(), s.size());
+    return s;
+  }
+};
+
+template <class T>
+struct Codec<std::vector<T>> {
+  static std::string name() { return "vec<" + Codec<T>::name() + ">"; }
+  static constexpr size_t kMinBytes = 8;
+  static void write(Writer& w, const std::vector<T>& v) {
+    w.pod<uint64_t>(v.size());
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      w.bytes(v.data(), v.size() * sizeof(T));
+    } else {
+      for (const auto& x : v) Codec<T>::write(w, x);
+    }
+  }
+  static std::vector<T> read(Reader& r) {
+    std::vector<T> v(r.count(Codec<T>::kMinBytes));
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      r.bytes(v.data(), v.size() * sizeof(T));
+    } else {
+      for (size_t i = 0; i < v.size(); ++i) v[i] = Codec<T>::read(r);
+    }
+    return v;
+  }
+};
+
+template <class T, size_t N>
+struct Codec<std::array<T, N>> {
+  static std::string name() { return "arr<" + Codec<T>::name() + "," + std::to_string(N) + ">"; }
+  static constexpr size_t kMinBytes = N * Codec<T>::kMinBytes;
+  static void write(Writer& w, const std::array<T, N>& v) {
+    for (const auto& x : v) Codec<T>::write(w, x);
+  }
+  static std::array<T, N> read(Reader& r) {
+    std::array<T, N> v{};
+    for (auto& x : v) x = Codec<T>::read(r);
+    return v;
+  }
+};
+
+template <class T>
+struct Codec<Matrix<T>> {
+  static std::string name() { return "mat<" + Codec<T>::name() + ">"; }
+  static constexpr size_t kMinBytes = 16;
+  static void write(Writer& w, const Matrix<T>& m) {
+    w.pod<uint64_t>(m.rows());
+    w.pod<uint64_t>(m.cols());
+    for (const auto& x : m.values()) Codec<T>::write(w, x);
+  }
+  static Matrix<T> read(Reader& r) {
+    auto rows = r.pod<uint64_t>();
+    auto cols = r.pod<uint64_t>();
+    if (cols != 0 && rows > r.remaining() / Codec<T>::kMinBytes / cols) {
+      throw Error(ErrorKind::InvalidArgument, "dj: encoded matrix " + std::to_string(rows) +
+                                                  "x" + std::to_string(cols) +
+                                                  " is larger than its bytes");
+    }
+    std::vector<T> data(rows * cols);
+    for (auto& x : data) x = Codec<T>::read(r);
+    return Matrix<T>(rows, cols, std::move(data));
+  }
+};
+
+// Tuple-like things (pair, tuple, DJ_STRUCT types) share one implementation over a tuple of
+// references.
+template <class... T>
+std::string join_names() {
+  std::string s;
+  ((s += (s.empty() ? "" : ","), s += Codec<T>::name()), ...);
+  return s;
+}
+
+template <class... T>
+struct Codec<std::tuple<T...>> {
+  static std::string name() { return "tup<" + join_names<T...>() + ">"; }
+  static constexpr size_t kMinBytes = (size_t{0} + ... + Codec<T>::kMinBytes);
+  static void write(Writer& w, const std::tuple<T...>& v) {
+    std::apply([&](const auto&... x) { (Codec<std::decay_t<decltype(x)>>::write(w, x), ...); }, v);
+  }
+  static std::tuple<T...> read(Reader& r) {
+    // Braced initialisation evaluates left to right, matching the write order.
+    return std::tuple<T...>{Codec<T>::read(r)...};
+  }
+};
+
+template <class A, class B>
+struct Codec<std::pair<A, B>> {
+  static std::string name() { return "tup<" + join_names<A, B>() + ">"; }
+  static constexpr size_t kMinBytes = Codec<A>::kMinBytes + Codec<B>::kMinBytes;
+  static void write(Writer& w, const std::pair<A, B>& v) {
+    Codec<A>::write(w, v.first);
+    Codec<B>::write(w, v.second);
+  }
+  static std::pair<A, B> read(Reader& r) {
+    A a = Codec<A>::read(r);
+    B b = Codec<B>::read(r);
+    return {std::move(a), std::move(b)};
+  }
+};
+
+// User structs opted in with DJ_STRUCT: found through dj_fields(T&) by argument lookup.
+template <class T>
+struct Codec<T, std::void_t<decltype(dj_fields(std::declval<T&>()))>> {
+  using Fields = decltype(dj_fields(std::declval<T&>()));
+  template <class Tup>
+  struct Names;
+  template <class... F>
+  struct Names<std::tuple<F&...>> {
+    static std::string get() { return join_names<std::decay_t<F>...>(); }
+    static constexpr size_t kMin = (size_t{0} + ... + Codec<std::decay_t<F>>::kMinBytes);
+  };
+  static std::string name() { return std::string(dj_type_name(static_cast<T*>(nullptr))) + "{" + Names<Fields>::get() + "}"; }
+  static constexpr size_t kMinBytes = Names<Fields>::kMin;
+  static void write(Writer& w, const T& v) {
+    std::apply([&](auto&... f) { (Codec<std::decay_t<decltype(f)>>::write(w, f), ...); },
+               dj_fields(const_cast<T&>(v)));
+  }
+  static T read(Reader& r) {
+    T v{};
+    std::apply([&](auto&... f) { ((f = Codec<std::decay_t<decltype(f)>>::read(r)), ...); },
+               dj_fields(v));
+    return v;
+  }
+};
+
+template <>
+struct Codec<void> {
+  static std::string name() { return "void"; }
+};
+
+// Name of T as used in signatures, computed once per type.
+template <class T>
+const std::string& type_name() {
+  static const std::string name = Codec<T>::name();
+  return name;
+}
+
+// "(A,B)->R" for a kernel, computed once per signature.
+template <class R, class... A>
+const std::string& call_signature() {
+  static const std::string sig = "(" + join_names<A...>() + ")->" + Codec<R>::name();
+  return sig;
+}
+
+// Bytes of one value.
+template <class T>
+std::string to_bytes(const T& v) {
+  Writer counter;
+  Codec<T>::write(counter, v);
+  std::string out(counter.size(), '\0');
+  Writer w(reinterpret_cast<unsigned char*>(out.data()));
+  Codec<T>::write(w, v);
+  return out;
+}
+
+// Decodes exactly one T from bytes. Throws: InvalidArgument if the bytes are short or longer
+// than one T (a type mismatch the signature check missed can never read out of bounds).
+template <class T>
+T from_bytes(const unsigned char* p, size_t n) {
+  Reader r(p, n);
+  T v = Codec<T>::read(r);
+  if (r.remaining() != 0) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj: " + std::to_string(r.remaining()) + " bytes left over after decoding a " +
+                    type_name<T>());
+  }
+  return v;
+}
+template <class T>
+T from_bytes(const std::string& s) {
+  return from_bytes<T>(reinterpret_cast<const unsigned char*>(s.data()), s.size());
+}
+
+}  // namespace dj::ser
+
+namespace dj::detail {
+// FNV-1a 64 of a kernel name: the id calls carry instead of the name (dispatch never compares
+// strings). The registry refuses two names with the same id.
+constexpr uint64_t kernel_id(std::string_view name) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+}  // namespace dj::detail
+
+// Opts a struct into serialisation. List every field in declaration order; a wrong count is a
+// compile error (structured binding). Use at namespace scope, in the struct's namespace.
+#define DJ_STRUCT(Type, ...)                                  \
+  inline auto dj_fields(Type& dj_value_) {                    \
+    auto& [__VA_ARGS__] = dj_value_;                          \
+    return std::tie(__VA_ARGS__);                             \
+  }                                                           \
+  inline const char* dj_type_name(const Type*) { return #Type; }

@@ -1,0 +1,240 @@
+// Remote calls from the master: sending them, fetching results, releasing remote values,
+// running calls on pid 1, and loading plugins everywhere.
+#include <algorithm>
+#include <cstring>
+
+#include "cluster.hpp"
+#include "identity.hpp"
+#include "plugins/sha256.hpp"
+#include "sys.hpp"
+
+namespace dj::detail {
+namespace {
+
+wire::Call make_call(const CallTarget& k, wire::CallMode mode, uint64_t request_id,
+                     uint64_t ref_id) {
+  return wire::Call{request_id, ref_id, k.id, *k.name, *k.signature, mode};
+}
+
+void throw_if_failed(const wire::Message& m) {
+  if (const auto* r = std::get_if<wire::Result>(&m); r && !r->ok) throw to_error(r->error);
+}
+
+}  // namespace
+
+std::shared_ptr<RefState> Cluster::call_store(int pid, const CallTarget& k, ArgBlob&& args) {
+  if (pid == 1) {
+    uint64_t id;
+    {
+      std::lock_guard lock(mu_);
+      id = next_id_locked();
+    }
+    auto ref = std::make_shared<RefState>(1, id);
+    auto pending = std::make_shared<PendingCall>(
+        accept_call(ctx_, make_call(k, wire::CallMode::kStore, 0, id), std::move(args.bytes)));
+    std::weak_ptr<RefState> weak = ref;
+    local_.submit([this, pending, weak, id, pins = std::move(args.pinned)] {
+      CallOutcome out = execute_call(ctx_, *pending);
+      bool ok = out.ok;
+      wire::RemoteError error = out.error;
+      auto waiters = store_.put(
+          id, std::make_shared<StoredValue>(StoredValue{ok, std::move(out.result), error}));
+      if (auto ref = weak.lock()) ref->complete(ok, error);
+      for (auto& w : waiters) w();
+    });
+    return ref;
+  }
+  std::shared_ptr<WorkerLink> link;
+  std::shared_ptr<RefState> ref;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(pid);
+    uint64_t id = next_id_locked();
+    ref = std::make_shared<RefState>(pid, id);
+    link->refs[id] = ref;
+    if (!args.pinned.empty()) link->pins[id] = std::move(args.pinned);
+    link->in_flight.fetch_add(1);
+  }
+  link->send(make_call(k, wire::CallMode::kStore, 0, ref->id), args.bytes);
+  return ref;
+}
+
+std::string Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
+  if (pid == 1) {
+    auto ref = call_store(1, k, std::move(args));
+    return fetch(*ref);
+  }
+  auto reply = std::make_shared<Reply>();
+  reply->is_call = true;
+  std::shared_ptr<WorkerLink> link;
+  uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(pid);
+    id = next_id_locked();
+    link->replies[id] = reply;
+    if (!args.pinned.empty()) link->pins[id] = std::move(args.pinned);
+    link->in_flight.fetch_add(1);
+  }
+  link->send(make_call(k, wire::CallMode::kFetch, id, 0), args.bytes);
+  const wire::Message& m = reply->wait();
+  throw_if_failed(m);
+  return std::move(reply->payload);
+}
+
+void Cluster::call_discard(int pid, const CallTarget& k, ArgBlob&& args) {
+  if (pid == 1) {
+    call_store(1, k, std::move(args));  // Dropped at once: the value is released when done.
+    return;
+  }
+  std::shared_ptr<WorkerLink> link;
+  uint64_t ref_id = 0;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(pid);
+    if (!args.pinned.empty()) {
+      // The worker answers CallDone only so that the Futures passed stay pinned until then.
+      ref_id = next_id_locked();
+      link->pins[ref_id] = std::move(args.pinned);
+      link->in_flight.fetch_add(1);
+    }
+  }
+  link->send(make_call(k, wire::CallMode::kDiscard, 0, ref_id), args.bytes);
+}
+
+int Cluster::least_loaded() const {
+  std::lock_guard lock(mu_);
+  if (links_.empty()) return 1;
+  // Fewest calls in flight; ties go round-robin so that idle workers share the work.
+  std::vector<const WorkerLink*> order;
+  for (auto& [pid, link] : links_) order.push_back(link.get());
+  size_t n = order.size(), start = spawn_cursor_++ % n;
+  const WorkerLink* best = nullptr;
+  for (size_t j = 0; j < n; ++j) {
+    const WorkerLink* l = order[(start + j) % n];
+    if (!best || l->in_flight.load() < best->in_flight.load()) best = l;
+  }
+  return best->pid;
+}
+
+StoredValue Cluster::fetch_from(int owner, uint64_t ref_id) {
+  if (owner == 1) {
+    StoredValue out;
+    bool known = store_.get_or_wait(ref_id, [&](const ValuePtr& v) { out = *v; });
+    if (!known) {
+      throw Error(ErrorKind::NotFound,
+                  "the master holds no value " + std::to_string(ref_id) + " (released?)", 1);
+    }
+    return out;  // Values of pid 1 are put before their RefState completes.
+  }
+  std::shared_ptr<WorkerLink> link;
+  uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(owner);
+    id = next_id_locked();
+  }
+  auto reply = request(link, wire::Fetch{id, ref_id}, id);
+  const auto& m = std::get<wire::Result>(reply->wait());
+  return StoredValue{m.ok, std::move(reply->payload), m.error};
+}
+
+std::string Cluster::fetch(const RefState& ref) {
+  ref.wait();  // Throws the call's own error.
+  StoredValue v;
+  try {
+    v = fetch_from(ref.owner, ref.id);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::Disconnected) throw;
+    throw Error(ErrorKind::Disconnected,
+                std::string("the value of this Future was lost: ") + e.what(), ref.owner);
+  }
+  if (!v.ok) throw to_error(v.error);
+  return std::move(v.bytes);
+}
+
+void Cluster::release(int owner, uint64_t id) noexcept {
+  if (owner == 1) {
+    store_.release(id);
+    return;
+  }
+  std::shared_ptr<WorkerLink> link;
+  {
+    std::lock_guard lock(mu_);
+    auto it = links_.find(owner);
+    if (it == links_.end()) return;  // Its values died with it.
+    link = it->second;
+    link->refs.erase(id);
+  }
+  link->send(wire::Release{id});
+}
+
+void Cluster::load_plugins_on(const std::vector<std::shared_ptr<WorkerLink>>& links,
+                              const std::vector<ShippedPlugin>& plugins) {
+  for (const auto& plugin : plugins) {
+    std::vector<std::shared_ptr<Reply>> replies;
+    for (const auto& link : links) {
+      uint64_t id;
+      {
+        std::lock_guard lock(mu_);
+        id = next_id_locked();
+      }
+      replies.push_back(
+          request(link, wire::LoadPlugin{id, plugin.path, plugin.sha256}, id, plugin.bytes));
+    }
+    std::string failures;
+    ErrorKind kind = ErrorKind::RemoteFailure;
+    for (auto& reply : replies) {
+      const wire::Message& m = reply->wait();
+      const wire::RemoteError* e = nullptr;
+      if (const auto* r = std::get_if<wire::Result>(&m); r && !r->ok) e = &r->error;
+      if (const auto* p = std::get_if<wire::PluginLoaded>(&m); p && !p->ok) e = &p->error;
+      if (e) {
+        failures += (failures.empty() ? "" : "; ") + e->message;
+        kind = e->kind;
+      }
+    }
+    if (!failures.empty()) throw Error(kind, "plugin " + plugin.path + ": " + failures);
+  }
+}
+
+Plugin Cluster::everywhere(const std::string& path) {
+  std::lock_guard serial(load_mu_);
+  ShippedPlugin plugin{path, {}, read_plugin_file(path)};
+  plugin.sha256 = sha256(plugin.bytes);
+  registry_.load(path, plugin.sha256, plugin.bytes);  // The master first: its errors need no worker.
+  std::vector<std::shared_ptr<WorkerLink>> links;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [pid, link] : links_) links.push_back(link);
+  }
+  load_plugins_on(links, {plugin});
+  {
+    // Workers added later get it too; a rebuilt plugin supersedes the older image of its path.
+    std::lock_guard lock(mu_);
+    plugins_.erase(std::remove_if(plugins_.begin(), plugins_.end(),
+                                  [&](const ShippedPlugin& p) {
+                                    return p.path == path || p.sha256 == plugin.sha256;
+                                  }),
+                   plugins_.end());
+    plugins_.push_back(plugin);
+  }
+  return Plugin(path, registry_.kernel_names(plugin.sha256));
+}
+
+void Cluster::check_kernel(const std::string& plugin, const std::string& name,
+                           const std::string& signature) const {
+  auto entry = registry_.find(kernel_id(name));
+  if (!entry) {
+    throw Error(ErrorKind::NotFound, "plugin " + plugin + " has no kernel '" + name + "'", 1,
+                name);
+  }
+  if (entry->signature != signature) {
+    throw Error(ErrorKind::InvalidArgument,
+                "kernel '" + name + "' in " + entry->plugin_name + " has signature " +
+                    entry->signature + ", not " + signature,
+                1, name);
+  }
+}
+
+}  // namespace dj::detail

@@ -1,0 +1,43 @@
+// TCP sockets for dj connections: listen, accept, connect with a deadline, and the socket
+// options every dj connection uses (TCP_NODELAY; close-on-exec).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace dj::detail {
+
+// Owns one file descriptor; closes it on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd();
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { int f = fd_; fd_ = -1; return f; }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// Listens on addr:port (port 0 = any). Throws: dj::Error naming the address.
+Fd listen_tcp(const std::string& addr, uint16_t port);
+// "ip:port" the socket is bound to / connected from.
+std::string local_address(int fd);
+std::string peer_address(int fd);
+// Accepts one connection (close-on-exec, TCP_NODELAY); invalid Fd if none is pending.
+Fd accept_tcp(int listen_fd);
+// Connects to host:port within `timeout`. Throws: dj::Error(Disconnected) naming the address.
+Fd connect_tcp(const std::string& host, uint16_t port, std::chrono::milliseconds timeout);
+// Bounds blocking reads on fd (0 = unbounded).
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
+// Splits "host:port". Throws: InvalidArgument.
+std::pair<std::string, uint16_t> split_host_port(const std::string& address);
+
+}  // namespace dj::detail

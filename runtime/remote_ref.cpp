@@ -1,0 +1,46 @@
+// Completion and release of remote values and replies on the master.
+#include "remote_ref.hpp"
+
+#include "cluster.hpp"
+
+namespace dj::detail {
+
+RefState::~RefState() {
+  if (Cluster* c = Cluster::existing()) c->release(owner, id);
+}
+
+void RefState::complete(bool ok, wire::RemoteError e) {
+  std::lock_guard lock(mu);
+  if (status != RefStatus::kPending) return;
+  status = ok ? RefStatus::kReady : RefStatus::kFailed;
+  if (!ok) error = std::move(e);
+  cv.notify_all();
+}
+
+void RefState::wait() const {
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return status != RefStatus::kPending; });
+  if (status == RefStatus::kFailed) throw to_error(error);
+}
+
+void Reply::complete(wire::Message m, std::string bytes) {
+  {
+    std::lock_guard lock(mu);
+    if (done) return;
+    message = std::move(m);
+    payload = std::move(bytes);
+    done = true;
+    cv.notify_all();
+  }
+  if (then) then(*this);
+}
+
+const wire::Message& Reply::wait() {
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return message;
+}
+
+Error to_error(const wire::RemoteError& e) { return Error(e.kind, e.message, e.worker, e.kernel); }
+
+}  // namespace dj::detail

@@ -1,0 +1,256 @@
+// Converts between dj::wire::Message and Cap'n Proto bytes. The only translation unit that
+// includes the generated dj.capnp.h, so the schema's compile cost is paid once.
+#include "wire/codec.hpp"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cstring>
+#include <kj/exception.h>
+
+#include "dj.capnp.h"
+
+namespace dj::wire {
+namespace {
+
+namespace s = schema;
+
+template <class... F>
+struct Overload : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overload(F...) -> Overload<F...>;
+
+s::ErrorKind to_wire(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::InvalidArgument: return s::ErrorKind::INVALID_ARGUMENT;
+    case ErrorKind::NotFound: return s::ErrorKind::NOT_FOUND;
+    case ErrorKind::RemoteFailure: return s::ErrorKind::REMOTE_FAILURE;
+    case ErrorKind::Disconnected: return s::ErrorKind::DISCONNECTED;
+    case ErrorKind::ResourceExhausted: return s::ErrorKind::RESOURCE_EXHAUSTED;
+    case ErrorKind::Internal: return s::ErrorKind::INTERNAL;
+  }
+  return s::ErrorKind::INTERNAL;
+}
+
+ErrorKind from_wire(s::ErrorKind k) {
+  switch (k) {
+    case s::ErrorKind::INVALID_ARGUMENT: return ErrorKind::InvalidArgument;
+    case s::ErrorKind::NOT_FOUND: return ErrorKind::NotFound;
+    case s::ErrorKind::REMOTE_FAILURE: return ErrorKind::RemoteFailure;
+    case s::ErrorKind::DISCONNECTED: return ErrorKind::Disconnected;
+    case s::ErrorKind::RESOURCE_EXHAUSTED: return ErrorKind::ResourceExhausted;
+    case s::ErrorKind::INTERNAL: return ErrorKind::Internal;
+  }
+  return ErrorKind::Internal;  // An enumerant from a newer peer.
+}
+
+kj::ArrayPtr<const kj::byte> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+kj::StringPtr text_of(const std::string& s) { return {s.c_str(), s.size()}; }
+std::string str(capnp::Text::Reader t) { return {t.cStr(), t.size()}; }
+std::string str(capnp::Data::Reader d) {
+  return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+
+void put(s::RemoteError::Builder b, const RemoteError& e) {
+  b.setKind(to_wire(e.kind));
+  b.setMessage(text_of(e.message));
+  b.setWorker(e.worker);
+  b.setKernel(text_of(e.kernel));
+}
+RemoteError get(s::RemoteError::Reader r) {
+  return {from_wire(r.getKind()), str(r.getMessage()), r.getWorker(), str(r.getKernel())};
+}
+
+s::CallMode to_wire(CallMode m) {
+  switch (m) {
+    case CallMode::kStore: return s::CallMode::STORE;
+    case CallMode::kFetch: return s::CallMode::FETCH;
+    case CallMode::kDiscard: return s::CallMode::DISCARD;
+  }
+  return s::CallMode::STORE;
+}
+
+void build(s::Message::Builder m, const Message& message) {
+  std::visit(
+      Overload{
+          [&](const Hello& v) {
+            auto b = m.initHello();
+            b.setCookie(bytes_of(v.cookie));
+            b.setPid(v.pid);
+            b.setSenderPid(v.sender_pid);
+            b.setProtocol(v.protocol);
+          },
+          [&](const Welcome& v) {
+            auto b = m.initWelcome();
+            b.setPid(v.pid);
+            b.setOsPid(v.os_pid);
+            b.setHostname(text_of(v.hostname));
+            b.setBootId(text_of(v.boot_id));
+          },
+          [&](const LoadPlugin& v) {
+            auto b = m.initLoadPlugin();
+            b.setRequestId(v.request_id);
+            b.setName(text_of(v.name));
+            b.setSha256(bytes_of(v.sha256));
+          },
+          [&](const PluginLoaded& v) {
+            auto b = m.initPluginLoaded();
+            b.setRequestId(v.request_id);
+            b.setOk(v.ok);
+            if (!v.ok) put(b.initError(), v.error);
+            b.setKernelCount(v.kernel_count);
+            b.setAlreadyLoaded(v.already_loaded);
+          },
+          [&](const Call& v) {
+            auto b = m.initCall();
+            b.setRequestId(v.request_id);
+            b.setRefId(v.ref_id);
+            b.setKernelId(v.kernel_id);
+            b.setKernelName(text_of(v.kernel_name));
+            b.setSignature(text_of(v.signature));
+            b.setMode(to_wire(v.mode));
+          },
+          [&](const CallDone& v) {
+            auto b = m.initCallDone();
+            b.setRefId(v.ref_id);
+            b.setOk(v.ok);
+            if (!v.ok) put(b.initError(), v.error);
+          },
+          [&](const Result& v) {
+            auto b = m.initResult();
+            b.setRequestId(v.request_id);
+            b.setOk(v.ok);
+            if (!v.ok) put(b.initError(), v.error);
+          },
+          [&](const Fetch& v) {
+            auto b = m.initFetch();
+            b.setRequestId(v.request_id);
+            b.setRefId(v.ref_id);
+          },
+          [&](const FetchRef& v) {
+            auto b = m.initFetchRef();
+            b.setRequestId(v.request_id);
+            b.setOwner(v.owner);
+            b.setRefId(v.ref_id);
+          },
+          [&](const Release& v) { m.initRelease().setRefId(v.ref_id); },
+          [&](const StatsRequest& v) { m.initStatsRequest().setRequestId(v.request_id); },
+          [&](const StatsReply& v) {
+            auto b = m.initStatsReply();
+            b.setRequestId(v.request_id);
+            b.setStoredValues(v.stored_values);
+            b.setStoredBytes(v.stored_bytes);
+            b.setRssBytes(v.rss_bytes);
+            b.setLoadedPlugins(v.loaded_plugins);
+          },
+          [&](const Shutdown& v) { m.initShutdown().setReason(text_of(v.reason)); },
+          [&](const Refused& v) { put(m.initRefused(), v.error); },
+      },
+      message);
+}
+
+Message parse(s::Message::Reader m) {
+  switch (m.which()) {
+    case s::Message::HELLO: {
+      auto r = m.getHello();
+      return Hello{str(r.getCookie()), r.getPid(), r.getSenderPid(), r.getProtocol()};
+    }
+    case s::Message::WELCOME: {
+      auto r = m.getWelcome();
+      return Welcome{r.getPid(), r.getOsPid(), str(r.getHostname()), str(r.getBootId())};
+    }
+    case s::Message::LOAD_PLUGIN: {
+      auto r = m.getLoadPlugin();
+      return LoadPlugin{r.getRequestId(), str(r.getName()), str(r.getSha256())};
+    }
+    case s::Message::PLUGIN_LOADED: {
+      auto r = m.getPluginLoaded();
+      return PluginLoaded{r.getRequestId(), r.getOk(), get(r.getError()), r.getKernelCount(),
+                          r.getAlreadyLoaded()};
+    }
+    case s::Message::CALL: {
+      auto r = m.getCall();
+      CallMode mode = CallMode::kStore;
+      switch (r.getMode()) {
+        case s::CallMode::STORE: mode = CallMode::kStore; break;
+        case s::CallMode::FETCH: mode = CallMode::kFetch; break;
+        case s::CallMode::DISCARD: mode = CallMode::kDiscard; break;
+        default: throw Error(ErrorKind::InvalidArgument, "dj wire: unknown call mode");
+      }
+      return Call{r.getRequestId(), r.getRefId(),          r.getKernelId(),
+                  str(r.getKernelName()), str(r.getSignature()), mode};
+    }
+    case s::Message::CALL_DONE: {
+      auto r = m.getCallDone();
+      return CallDone{r.getRefId(), r.getOk(), get(r.getError())};
+    }
+    case s::Message::RESULT: {
+      auto r = m.getResult();
+      return Result{r.getRequestId(), r.getOk(), get(r.getError())};
+    }
+    case s::Message::FETCH: {
+      auto r = m.getFetch();
+      return Fetch{r.getRequestId(), r.getRefId()};
+    }
+    case s::Message::FETCH_REF: {
+      auto r = m.getFetchRef();
+      return FetchRef{r.getRequestId(), r.getOwner(), r.getRefId()};
+    }
+    case s::Message::RELEASE: return Release{m.getRelease().getRefId()};
+    case s::Message::STATS_REQUEST: return StatsRequest{m.getStatsRequest().getRequestId()};
+    case s::Message::STATS_REPLY: {
+      auto r = m.getStatsReply();
+      return StatsReply{r.getRequestId(), r.getStoredValues(), r.getStoredBytes(),
+                        r.getRssBytes(), r.getLoadedPlugins()};
+    }
+    case s::Message::SHUTDOWN: return Shutdown{str(m.getShutdown().getReason())};
+    case s::Message::REFUSED: return Refused{get(m.getRefused())};
+  }
+  throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
+                                              std::to_string(static_cast<int>(m.which())));
+}
+
+}  // namespace
+
+std::string encode(const Message& message) {
+  capnp::MallocMessageBuilder builder(128);
+  build(builder.initRoot<s::Message>(), message);
+  auto words = capnp::messageToFlatArray(builder);
+  auto bytes = words.asBytes();
+  return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+}
+
+Message decode(const std::string& bytes) {
+  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj wire: message of " + std::to_string(bytes.size()) +
+                    " bytes is not a whole number of 8-byte words");
+  }
+  // Copy into word-aligned storage: Cap'n Proto refuses unaligned input.
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  try {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = 1u << 20;  // Headers are small; payloads ride outside.
+    options.nestingLimit = 16;
+    capnp::FlatArrayMessageReader reader(words, options);
+    return parse(reader.getRoot<s::Message>());
+  } catch (const kj::Exception& e) {
+    throw Error(ErrorKind::InvalidArgument,
+                std::string("dj wire: malformed message: ") + e.getDescription().cStr());
+  }
+}
+
+const char* message_name(const Message& message) {
+  static constexpr const char* kNames[] = {
+      "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
+      "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused"};
+  static_assert(std::size(kNames) == std::variant_size_v<Message>);
+  return kNames[message.index()];
+}
+
+}  // namespace dj::wire

@@ -1,0 +1,108 @@
+// Plain C++ mirrors of the messages in dj.capnp, and the codec between them and Cap'n Proto
+// bytes. Only codec.cpp includes the generated header, so the rest of dj never pays for it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "dj/error.hpp"
+
+namespace dj::wire {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+struct RemoteError {
+  ErrorKind kind = ErrorKind::Internal;
+  std::string message;
+  int32_t worker = 0;
+  std::string kernel;
+};
+
+enum class CallMode : uint8_t { kStore, kFetch, kDiscard };
+
+struct Hello {
+  std::string cookie;
+  int32_t pid = 0;
+  int32_t sender_pid = 0;
+  uint32_t protocol = kProtocolVersion;
+};
+struct Welcome {
+  int32_t pid = 0;
+  int64_t os_pid = 0;
+  std::string hostname;
+  std::string boot_id;
+};
+struct LoadPlugin {
+  uint64_t request_id = 0;
+  std::string name;
+  std::string sha256;
+};
+struct PluginLoaded {
+  uint64_t request_id = 0;
+  bool ok = false;
+  RemoteError error;
+  uint32_t kernel_count = 0;
+  bool already_loaded = false;
+};
+struct Call {
+  uint64_t request_id = 0;
+  uint64_t ref_id = 0;
+  uint64_t kernel_id = 0;
+  std::string kernel_name;
+  std::string signature;
+  CallMode mode = CallMode::kStore;
+};
+struct CallDone {
+  uint64_t ref_id = 0;
+  bool ok = false;
+  RemoteError error;
+};
+struct Result {
+  uint64_t request_id = 0;
+  bool ok = false;
+  RemoteError error;
+};
+struct Fetch {
+  uint64_t request_id = 0;
+  uint64_t ref_id = 0;
+};
+struct FetchRef {
+  uint64_t request_id = 0;
+  int32_t owner = 0;
+  uint64_t ref_id = 0;
+};
+struct Release {
+  uint64_t ref_id = 0;
+};
+struct StatsRequest {
+  uint64_t request_id = 0;
+};
+struct StatsReply {
+  uint64_t request_id = 0;
+  uint64_t stored_values = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t rss_bytes = 0;
+  uint32_t loaded_plugins = 0;
+};
+struct Shutdown {
+  std::string reason;
+};
+struct Refused {
+  RemoteError error;
+};
+
+using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
+                             Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused>;
+
+// Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
+std::string encode(const Message& message);
+
+// Parses bytes produced by encode(). Throws dj::Error(InvalidArgument) naming the problem for
+// anything malformed: truncated, unaligned, over the traversal limit, unknown union member.
+Message decode(const std::string& bytes);
+
+// Human-readable name of the message's type, for protocol-violation logs.
+const char* message_name(const Message& message);
+
+}  // namespace dj::wire

@@ -1,0 +1,148 @@
+@0x968816adad4ac721;
+# The whole dj wire protocol. Every frame on every dj connection carries exactly one `Message`
+# (see frame.hpp for the 16-byte prefix). Bulk bytes (call arguments, results, plugin images)
+# ride in the frame's payload, after the message, so they are never copied into a Cap'n Proto
+# builder and are not bounded by Cap'n Proto's traversal limit.
+#
+# Conventions: `pid` fields are dj pids (master = 1, workers >= 2), never OS pids unless named
+# `osPid`. A receiver that gets a message it does not expect in its state logs it and drops the
+# connection (a protocol violation never leaves a half-understood state behind).
+
+$import "/capnp/c++.capnp".namespace("dj::wire::schema");
+
+enum ErrorKind {
+  # Mirrors dj::ErrorKind; each kind maps to one recovery action (see dj/error.hpp).
+  invalidArgument @0;
+  notFound @1;
+  remoteFailure @2;
+  disconnected @3;
+  resourceExhausted @4;
+  internal @5;
+}
+
+struct RemoteError {
+  # An error crossing the wire; the master rebuilds a dj::Error of the same kind from it.
+  kind @0 :ErrorKind;
+  message @1 :Text;      # Human-readable, already naming the thing and the problem.
+  worker @2 :Int32;      # dj pid where it happened; 0 when not tied to a process.
+  kernel @3 :Text;       # Kernel name, empty when not tied to a kernel.
+}
+
+enum CallMode {
+  store @0;    # remotecall/spawnat: keep the result on the worker under `refId`, reply CallDone.
+  fetch @1;    # remotecall_fetch: reply Result with the value, keep nothing.
+  discard @2;  # remote_do: reply nothing; failures are printed on the worker's stderr.
+}
+
+struct Hello {
+  # First frame of every connection, sent by the connecting side. A receiver that does not get a
+  # Hello with the right cookie within its handshake deadline logs one line and closes.
+  cookie @0 :Data;       # The per-cluster secret (never on a command line or in the environment).
+  pid @1 :Int32;         # dj pid the connecting side assigns to the receiver (master -> worker).
+  senderPid @2 :Int32;   # dj pid of the connecting side.
+  protocol @3 :UInt32;   # kProtocolVersion; a mismatch is refused with an error naming both.
+}
+
+struct Welcome {
+  # The worker's answer to a valid Hello from the master.
+  pid @0 :Int32;
+  osPid @1 :Int64;
+  hostname @2 :Text;
+  bootId @3 :Text;       # /proc/sys/kernel/random/boot_id + /dev/shm device: same-host test.
+}
+
+struct LoadPlugin {
+  # Payload: the plugin's shared-object bytes. The worker checks sha256(payload) == sha256 before
+  # writing a single byte anywhere; a mismatch is refused.
+  requestId @0 :UInt64;
+  name @1 :Text;         # File name on the master, for error messages only.
+  sha256 @2 :Data;
+}
+
+struct PluginLoaded {
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  error @2 :RemoteError; # Set when ok is false.
+  kernelCount @3 :UInt32;
+  alreadyLoaded @4 :Bool;  # Same bytes were loaded before: nothing was done.
+}
+
+struct Call {
+  # Payload: the encoded argument tuple (dj/serialize.hpp, each argument tagged value or ref).
+  requestId @0 :UInt64;  # Correlates Result (fetch mode); 0 in other modes.
+  refId @1 :UInt64;      # Where a store-mode result is kept; 0 in other modes.
+  kernelId @2 :UInt64;   # fnv1a64(kernel name), resolved to a registry entry once per call.
+  kernelName @3 :Text;   # For error messages only; never used for dispatch.
+  signature @4 :Text;    # Caller's view "(arg types)->result"; must equal the registered one.
+  mode @5 :CallMode;
+}
+
+struct CallDone {
+  # Store-mode completion. The value itself stays on the worker until fetched or released.
+  refId @0 :UInt64;
+  ok @1 :Bool;
+  error @2 :RemoteError;
+}
+
+struct Result {
+  # Answer to a fetch-mode Call, a Fetch or a FetchRef. Payload: the encoded value when ok.
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  error @2 :RemoteError;
+}
+
+struct Fetch {
+  # Master -> owner: send the value of refId (answered by Result with the same requestId).
+  requestId @0 :UInt64;
+  refId @1 :UInt64;
+}
+
+struct FetchRef {
+  # Worker -> master: a call argument lives on another process; the master fetches it from the
+  # owner and answers with Result(requestId).
+  requestId @0 :UInt64;
+  owner @1 :Int32;
+  refId @2 :UInt64;
+}
+
+struct Release {
+  # Master -> owner: the last handle to refId is gone; free it (unknown ids are ignored).
+  refId @0 :UInt64;
+}
+
+struct StatsRequest {
+  requestId @0 :UInt64;
+}
+
+struct StatsReply {
+  requestId @0 :UInt64;
+  storedValues @1 :UInt64;
+  storedBytes @2 :UInt64;
+  rssBytes @3 :UInt64;
+  loadedPlugins @4 :UInt32;
+}
+
+struct Shutdown {
+  # Master -> worker: finish the running kernel if any, then exit(0). No reply; the master
+  # watches the process and kills it after its grace period.
+  reason @0 :Text;
+}
+
+struct Message {
+  union {
+    hello @0 :Hello;
+    welcome @1 :Welcome;
+    loadPlugin @2 :LoadPlugin;
+    pluginLoaded @3 :PluginLoaded;
+    call @4 :Call;
+    callDone @5 :CallDone;
+    result @6 :Result;
+    fetch @7 :Fetch;
+    fetchRef @8 :FetchRef;
+    release @9 :Release;
+    statsRequest @10 :StatsRequest;
+    statsReply @11 :StatsReply;
+    shutdown @12 :Shutdown;
+    refused @13 :RemoteError;  # Handshake refused (bad protocol version); then the peer closes.
+  }
+}

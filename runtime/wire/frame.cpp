@@ -1,0 +1,159 @@
+// Frame prefix validation and blocking frame I/O (writev out, exact reads in).
+#include "wire/frame.hpp"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstring>
+
+#include "sys.hpp"
+
+namespace dj::wire {
+namespace {
+
+uint32_t load_u32(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t load_u64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+Error disconnected_mid_frame(int fd, const char* part) {
+  return Error(ErrorKind::Disconnected,
+               "dj wire: connection (fd " + std::to_string(fd) + ") closed in the middle of a " +
+                   part);
+}
+
+}  // namespace
+
+FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
+                         uint64_t max_payload_bytes) {
+  uint32_t magic = load_u32(prefix);
+  if (magic != kFrameMagic) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "0x%08x", magic);
+    throw Error(ErrorKind::InvalidArgument,
+                std::string("dj wire: bad frame magic ") + hex + " (not a dj peer?)");
+  }
+  FramePrefix p{load_u32(prefix + 4), load_u64(prefix + 8)};
+  if (p.header_bytes == 0 || p.header_bytes % 8 != 0 || p.header_bytes > kMaxHeaderBytes) {
+    throw Error(ErrorKind::InvalidArgument, "dj wire: bad frame header length " +
+                                                std::to_string(p.header_bytes) +
+                                                " (must be a multiple of 8 in 8.." +
+                                                std::to_string(kMaxHeaderBytes) + ")");
+  }
+  if (p.payload_bytes > max_payload_bytes) {
+    throw Error(ErrorKind::ResourceExhausted,
+                "dj wire: frame payload of " + std::to_string(p.payload_bytes) +
+                    " bytes exceeds the limit of " + std::to_string(max_payload_bytes));
+  }
+  return p;
+}
+
+void write_frame(int fd, const Message& message, const std::string& payload) {
+  write_frame(fd, message, payload.data(), payload.size());
+}
+
+void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes) {
+  std::string header = encode(message);
+  unsigned char prefix[kFramePrefixBytes];
+  uint32_t magic = kFrameMagic;
+  auto header_bytes = static_cast<uint32_t>(header.size());
+  uint64_t pb = payload_bytes;
+  std::memcpy(prefix, &magic, 4);
+  std::memcpy(prefix + 4, &header_bytes, 4);
+  std::memcpy(prefix + 8, &pb, 8);
+
+  iovec iov[3] = {{prefix, sizeof prefix},
+                  {header.data(), header.size()},
+                  {const_cast<char*>(payload), payload_bytes}};
+  int count = payload_bytes ? 3 : 2;
+  size_t total = sizeof prefix + header.size() + payload_bytes;
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  ssize_t sent = -1;
+  for (;;) {
+    sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (sent >= 0 || errno != EINTR) break;
+  }
+  if (sent < 0 && errno == ENOTSOCK) sent = ::writev(fd, iov, count);
+  if (sent < 0) {
+    if (errno == EPIPE || errno == ECONNRESET) {
+      throw Error(ErrorKind::Disconnected,
+                  "dj wire: peer on fd " + std::to_string(fd) + " is gone");
+    }
+    detail::throw_errno("sendmsg", "fd " + std::to_string(fd));
+  }
+  // Finish a short write piece by piece.
+  auto done = static_cast<size_t>(sent);
+  if (done == total) return;
+  size_t offset = 0;
+  for (int i = 0; i < count; ++i) {
+    size_t len = iov[i].iov_len;
+    if (done < offset + len) {
+      size_t skip = done > offset ? done - offset : 0;
+      try {
+        detail::write_full(fd, static_cast<char*>(iov[i].iov_base) + skip, len - skip);
+      } catch (const Error&) {
+        throw Error(ErrorKind::Disconnected,
+                    "dj wire: peer on fd " + std::to_string(fd) + " is gone");
+      }
+    }
+    offset += len;
+  }
+}
+
+std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
+  unsigned char prefix[kFramePrefixBytes];
+  size_t got;
+  try {
+    got = detail::read_full(fd, prefix, sizeof prefix);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::Disconnected) return std::nullopt;
+    throw;
+  }
+  if (got == 0) return std::nullopt;
+  if (got < sizeof prefix) throw disconnected_mid_frame(fd, "frame prefix");
+  FramePrefix p = parse_prefix(prefix, max_payload_bytes);
+  std::string header(p.header_bytes, '\0');
+  if (detail::read_full(fd, header.data(), header.size()) != header.size()) {
+    throw disconnected_mid_frame(fd, "message header");
+  }
+  Frame frame{decode(header), {}};
+  if (p.payload_bytes) {
+    try {
+      frame.payload.resize(p.payload_bytes);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorKind::ResourceExhausted,
+                  "dj wire: cannot allocate " + std::to_string(p.payload_bytes) +
+                      " bytes for a frame payload");
+    }
+    if (detail::read_full(fd, frame.payload.data(), p.payload_bytes) != p.payload_bytes) {
+      throw disconnected_mid_frame(fd, "payload");
+    }
+  }
+  return frame;
+}
+
+Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes) {
+  if (bytes.size() < kFramePrefixBytes) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj wire: frame of " + std::to_string(bytes.size()) + " bytes is too short");
+  }
+  unsigned char prefix[kFramePrefixBytes];
+  std::memcpy(prefix, bytes.data(), sizeof prefix);
+  FramePrefix p = parse_prefix(prefix, max_payload_bytes);
+  if (bytes.size() - kFramePrefixBytes != p.header_bytes + p.payload_bytes) {
+    throw Error(ErrorKind::InvalidArgument, "dj wire: frame length does not match its prefix");
+  }
+  Frame frame{decode(bytes.substr(kFramePrefixBytes, p.header_bytes)),
+              bytes.substr(kFramePrefixBytes + p.header_bytes)};
+  return frame;
+}
+
+}  // namespace dj::wire

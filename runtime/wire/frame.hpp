@@ -1,0 +1,52 @@
+// Framing of dj messages on a byte stream: a 16-byte prefix, the Cap'n Proto header, then the
+// bulk payload. Kept apart from the codec so that the fuzzer and the socket code can reach the
+// frame reader without the generated schema.
+//
+//   offset 0  u32  magic 'DJ01' (0x31304a44, little-endian)
+//   offset 4  u32  header bytes (a multiple of 8, at most kMaxHeaderBytes)
+//   offset 8  u64  payload bytes (at most the reader's payload limit)
+//   offset 16 header, then payload
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "wire/codec.hpp"
+
+namespace dj::wire {
+
+inline constexpr uint32_t kFrameMagic = 0x31304a44;
+inline constexpr size_t kFramePrefixBytes = 16;
+inline constexpr uint32_t kMaxHeaderBytes = 1u << 20;
+inline constexpr uint64_t kDefaultMaxPayloadBytes = uint64_t{16} << 30;
+
+struct Frame {
+  Message message;
+  std::string payload;
+};
+
+struct FramePrefix {
+  uint32_t header_bytes = 0;
+  uint64_t payload_bytes = 0;
+};
+
+// Validates a prefix. Throws dj::Error(InvalidArgument) naming the bad field and its value.
+FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
+                         uint64_t max_payload_bytes);
+
+// Writes one frame to a blocking socket/pipe fd (a single writev when it fits).
+// Throws: dj::Error(Disconnected) when the peer is gone.
+// Thread-safety: callers serialise writes to the same fd.
+void write_frame(int fd, const Message& message, const std::string& payload = {});
+void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes);
+
+// Reads one frame from a blocking fd. Returns nullopt on a clean EOF before the first byte.
+// Throws: dj::Error(Disconnected) on EOF or error mid-frame, InvalidArgument on a bad frame.
+std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
+
+// Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.
+Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
+
+}  // namespace dj::wire

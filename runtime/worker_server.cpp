@@ -1,0 +1,318 @@
+// dj-worker's server: authentication of peers, the leader/follower loop and control messages.
+#include "worker_server.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "dj/dj.hpp"
+#include "identity.hpp"
+#include "sys.hpp"
+
+namespace dj::detail {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kHandshakeDeadline = std::chrono::milliseconds(2000);
+
+struct WorkerServer::FetchSlot {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;       // guarded by mu
+  StoredValue value;       // guarded by mu
+};
+
+WorkerServer::WorkerServer(std::string cookie, Fd listener)
+    : cookie_(std::move(cookie)),
+      listener_(std::move(listener)),
+      ctx_{registry_, store_, 0,
+           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }} {
+  set_nonblocking(listener_.get(), true);
+}
+
+WorkerServer::~WorkerServer() {
+  if (second_.joinable()) second_.detach();  // Unreachable: the server ends with _exit.
+}
+
+void WorkerServer::exit_now(int code, const std::string& why) {
+  if (!why.empty()) log_line(why);
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+bool WorkerServer::check_hello(const wire::Frame& frame, std::string& why) const {
+  const auto* hello = std::get_if<wire::Hello>(&frame.message);
+  if (!hello) {
+    why = std::string("first message is ") + wire::message_name(frame.message) + ", not Hello";
+    return false;
+  }
+  // Constant-time comparison: the cookie is the cluster's only secret.
+  unsigned diff = hello->cookie.size() ^ cookie_.size();
+  for (size_t i = 0; i < hello->cookie.size() && i < cookie_.size(); ++i) {
+    diff |= static_cast<unsigned char>(hello->cookie[i] ^ cookie_[i]);
+  }
+  if (diff != 0) {
+    why = "wrong cluster cookie";
+    return false;
+  }
+  if (hello->protocol != wire::kProtocolVersion) {
+    why = "protocol " + std::to_string(hello->protocol) + ", this worker speaks " +
+          std::to_string(wire::kProtocolVersion);
+    return false;
+  }
+  if (hello->pid < 2) {
+    why = "invalid worker pid " + std::to_string(hello->pid);
+    return false;
+  }
+  return true;
+}
+
+void WorkerServer::drop_peer(size_t index, const std::string& why) {
+  log_line("dropped connection from " + peer_address(peers_[index].fd.get()) + ": " + why);
+  peers_.erase(peers_.begin() + static_cast<long>(index));
+}
+
+void WorkerServer::handle_new_peer() {
+  for (;;) {
+    Fd fd = accept_tcp(listener_.get());
+    if (!fd) return;
+    set_receive_timeout(fd.get(), std::chrono::milliseconds(500));
+    peers_.push_back({std::move(fd), Clock::now() + kHandshakeDeadline});
+  }
+}
+
+void WorkerServer::handle_pending_peer(size_t index) {
+  int fd = peers_[index].fd.get();
+  std::string why;
+  try {
+    auto frame = wire::read_frame(fd, 0);
+    if (!frame) return drop_peer(index, "closed before saying Hello");
+    if (!check_hello(*frame, why)) return drop_peer(index, why);
+    if (master_) return drop_peer(index, "already serving a master");
+    const auto& hello = std::get<wire::Hello>(frame->message);
+    set_myid(hello.pid);
+    ctx_.self_pid = hello.pid;
+    master_ = std::move(peers_[index].fd);
+    peers_.erase(peers_.begin() + static_cast<long>(index));
+    set_receive_timeout(master_.get(), std::chrono::milliseconds(0));
+    send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(),
+                       host_identity()});
+  } catch (const Error& e) {
+    drop_peer(index, e.what());
+  }
+}
+
+std::optional<wire::Frame> WorkerServer::next_master_frame(int poll_timeout_ms) {
+  for (;;) {
+    std::vector<pollfd> fds;
+    fds.push_back({STDIN_FILENO, POLLIN, 0});
+    fds.push_back({listener_.get(), POLLIN, 0});
+    if (master_) fds.push_back({master_.get(), POLLIN, 0});
+    for (auto& p : peers_) fds.push_back({p.fd.get(), POLLIN, 0});
+
+    int timeout = poll_timeout_ms;
+    auto now = Clock::now();
+    for (auto& p : peers_) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
+      timeout = timeout < 0 ? static_cast<int>(std::max<long>(left, 0))
+                            : std::min<int>(timeout, static_cast<int>(std::max<long>(left, 0)));
+    }
+    int n = ::poll(fds.data(), fds.size(), timeout);
+    if (n < 0 && errno != EINTR) throw_errno("poll", "worker event loop");
+    if (n == 0 && !master_ && peers_.empty()) return std::nullopt;  // accept timeout
+    bool had_master = static_cast<bool>(master_);
+
+    if (fds[0].revents) {
+      char buf[256];
+      ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
+      if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
+        exit_now(0, "");  // The master (our stdin's writer) is gone.
+      }
+    }
+    if (fds[1].revents & POLLIN) handle_new_peer();
+    size_t first_peer = master_ ? 3 : 2;
+    now = Clock::now();
+    // Walk backwards: handling a peer removes it from peers_.
+    for (size_t i = fds.size(); i-- > first_peer;) {
+      size_t index = i - first_peer;
+      if (index >= peers_.size()) continue;
+      if (fds[i].revents) handle_pending_peer(index);
+      else if (peers_[index].deadline <= now) drop_peer(index, "no Hello within 2000 ms");
+    }
+    if (!had_master && master_) return std::nullopt;  // Handshake done: the caller starts serving.
+    if (master_ && fds.size() > 2 && fds[2].fd == master_.get() && fds[2].revents) {
+      try {
+        auto frame = wire::read_frame(master_.get());
+        if (!frame) exit_now(0, "");
+        return frame;
+      } catch (const Error& e) {
+        exit_now(1, std::string("connection to the master failed: ") + e.what());
+      }
+    }
+  }
+}
+
+void WorkerServer::send(const wire::Message& message, const std::string& payload) {
+  std::lock_guard lock(write_mu_);
+  try {
+    wire::write_frame(master_.get(), message, payload);
+  } catch (const Error& e) {
+    exit_now(0, "");  // Master gone: nothing left to serve.
+  }
+}
+
+int WorkerServer::run(std::chrono::milliseconds accept_timeout) {
+  auto deadline = Clock::now() + accept_timeout;
+  while (!master_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      log_line("no master connected within " + std::to_string(accept_timeout.count()) +
+               " ms; exiting");
+      return 2;
+    }
+    // Returns (with nullopt) once the master has connected, or at the deadline.
+    next_master_frame(static_cast<int>(left.count()));
+  }
+  second_ = std::thread([this] { serve(); });
+  serve();
+  return 0;
+}
+
+void WorkerServer::serve() {
+  for (;;) {
+    std::unique_lock reader(reader_mu_);
+    auto frame = next_master_frame(-1);
+    if (!frame) exit_now(0, "");
+    auto* call = std::get_if<wire::Call>(&frame->message);
+    if (!call) {
+      handle_control(std::move(*frame));
+      continue;
+    }
+    PendingCall pending = accept_call(ctx_, std::move(*call), std::move(frame->payload));
+    {
+      std::lock_guard q(queue_mu_);
+      if (running_) {
+        queue_.push_back(std::move(pending));
+        continue;
+      }
+      running_ = true;
+    }
+    reader.unlock();  // The other thread becomes the reader while this one runs the kernel.
+    run_calls(std::move(pending));
+  }
+}
+
+void WorkerServer::run_calls(PendingCall first) {
+  PendingCall current = std::move(first);
+  for (;;) {
+    CallOutcome outcome = execute_call(ctx_, current);
+    reply(current, std::move(outcome));
+    std::lock_guard q(queue_mu_);
+    if (queue_.empty()) {
+      running_ = false;
+      return;
+    }
+    current = std::move(queue_.front());
+    queue_.pop_front();
+  }
+}
+
+void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
+  const wire::Call& call = p.call;
+  switch (call.mode) {
+    case wire::CallMode::kFetch:
+      send(wire::Result{call.request_id, outcome.ok, outcome.error}, outcome.result);
+      break;
+    case wire::CallMode::kStore: {
+      bool ok = outcome.ok;
+      wire::RemoteError error = outcome.error;
+      auto value = std::make_shared<StoredValue>(
+          StoredValue{outcome.ok, std::move(outcome.result), std::move(outcome.error)});
+      // CallDone goes first so that the master knows the value is ready before any waiting
+      // fetch is answered.
+      send(wire::CallDone{call.ref_id, ok, error});
+      for (auto& waiter : store_.put(call.ref_id, std::move(value))) waiter();
+      break;
+    }
+    case wire::CallMode::kDiscard:
+      if (!outcome.ok) log_line("remote_do of '" + call.kernel_name + "' failed: " +
+                                outcome.error.message);
+      if (call.ref_id) send(wire::CallDone{call.ref_id, true, {}});
+      break;
+  }
+}
+
+StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
+  auto slot = std::make_shared<FetchSlot>();
+  uint64_t id;
+  {
+    std::lock_guard lock(fetch_mu_);
+    id = next_fetch_++;
+    fetches_[id] = slot;
+  }
+  send(wire::FetchRef{id, owner, ref});
+  std::unique_lock lock(slot->mu);
+  slot->cv.wait(lock, [&] { return slot->done; });
+  return std::move(slot->value);
+}
+
+void WorkerServer::handle_control(wire::Frame&& frame) {
+  std::visit(
+      [&](auto&& m) {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, wire::LoadPlugin>) {
+          wire::PluginLoaded out;
+          out.request_id = m.request_id;
+          try {
+            auto r = registry_.load(m.name, m.sha256, frame.payload);
+            out.ok = true;
+            out.kernel_count = r.kernel_count;
+            out.already_loaded = r.already_loaded;
+          } catch (const Error& e) {
+            out.error = {e.kind(), "on worker " + std::to_string(myid()) + ": " + e.what(),
+                         myid(), {}};
+          }
+          send(out);
+        } else if constexpr (std::is_same_v<M, wire::Fetch>) {
+          uint64_t req = m.request_id;
+          bool known = store_.get_or_wait(m.ref_id, [this, req](const ValuePtr& v) {
+            send(wire::Result{req, v->ok, v->error}, v->ok ? v->bytes : std::string());
+          });
+          if (!known) {
+            send(wire::Result{req, false,
+                              {ErrorKind::NotFound,
+                               "worker " + std::to_string(myid()) + " holds no value " +
+                                   std::to_string(m.ref_id) + " (already released?)",
+                               myid(), {}}});
+          }
+        } else if constexpr (std::is_same_v<M, wire::Release>) {
+          store_.release(m.ref_id);
+        } else if constexpr (std::is_same_v<M, wire::Result>) {
+          std::shared_ptr<FetchSlot> slot;
+          {
+            std::lock_guard lock(fetch_mu_);
+            auto it = fetches_.find(m.request_id);
+            if (it == fetches_.end()) return;
+            slot = it->second;
+            fetches_.erase(it);
+          }
+          std::lock_guard lock(slot->mu);
+          slot->value = StoredValue{m.ok, std::move(frame.payload), m.error};
+          slot->done = true;
+          slot->cv.notify_all();
+        } else if constexpr (std::is_same_v<M, wire::StatsRequest>) {
+          auto s = store_.stats();
+          send(wire::StatsReply{m.request_id, s.values, s.bytes, rss_bytes(),
+                                static_cast<uint32_t>(registry_.plugin_count())});
+        } else if constexpr (std::is_same_v<M, wire::Shutdown>) {
+          exit_now(0, "");
+        } else {
+          log_line(std::string("ignoring unexpected ") + wire::message_name(frame.message) +
+                   " from the master");
+        }
+      },
+      frame.message);
+}
+
+}  // namespace dj::detail

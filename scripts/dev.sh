@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The README's two commands: `scripts/dev.sh demo` and `scripts/dev.sh test`.
+# Both install what is missing on a fresh Debian 12 machine (as root), build dj, install it
+# (dj-run, dj-worker, libdj, headers, CMake package) under $DJ_PREFIX (default /usr/local),
+# then run the notebook demo on 4 local workers, or the whole test suite (plain build and an
+# AddressSanitizer + UndefinedBehaviorSanitizer build).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${DJ_BUILD_DIR:-$here/build}
+prefix=${DJ_PREFIX:-/usr/local}
+jobs=${DJ_JOBS:-$(nproc)}
+
+packages=(build-essential cmake pkg-config libboost-dev libboost-filesystem-dev capnproto
+          libcapnp-dev libssh-dev catch2 procps)
+
+install_packages() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "dev.sh: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "== installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+configure_and_build() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX="$prefix" "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+}
+
+install_dj() {
+  cmake --install "$build" >/dev/null
+  ldconfig 2>/dev/null || true
+  echo "== installed dj-run, dj-worker, libdj and headers under $prefix"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  demo)
+    install_packages
+    configure_and_build "$build"
+    install_dj
+    echo "== dj-run -p 4 notebook"
+    exec "$prefix/bin/dj-run" -p 4 "$build/bin/notebook"
+    ;;
+  test)
+    install_packages
+    configure_and_build "$build"
+    install_dj
+    echo "== test suite (plain build)"
+    ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 300
+    if [ "${DJ_SKIP_SANITIZE:-0}" != 1 ]; then
+      echo "== test suite (AddressSanitizer + UndefinedBehaviorSanitizer build)"
+      configure_and_build "$build-asan" -DDJ_SANITIZE=ON
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        ctest --test-dir "$build-asan" --output-on-failure -j "$jobs" --timeout 600
+    fi
+    ;;
+  *)
+    echo "usage: scripts/dev.sh demo|test" >&2
+    exit 2
+    ;;
+esac

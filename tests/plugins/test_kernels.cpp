@@ -1,0 +1,85 @@
+// Kernels used by the test suite: every supported type, errors, blocking, memory, output.
+#include <dj/kernel.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <numeric>
+#include <stdexcept>
+#include <thread>
+
+namespace geo {
+struct Particle {
+  double x, y;
+  int32_t id;
+  std::string name;
+};
+DJ_STRUCT(Particle, x, y, id, name)
+}  // namespace geo
+
+double add(double a, double b) { return a + b; }
+int32_t add_int(int32_t a, int32_t b) { return a + b; }
+int32_t whoami() { return dj::myid(); }
+int64_t os_pid() { return static_cast<int64_t>(::getpid()); }
+std::string greet(const std::string& name) { return "hello " + name; }
+std::vector<double> scale(const std::vector<double>& v, double k) {
+  std::vector<double> out(v);
+  for (auto& x : out) x *= k;
+  return out;
+}
+std::vector<std::vector<int32_t>> transpose(const std::vector<std::vector<int32_t>>& m) {
+  std::vector<std::vector<int32_t>> t(m.empty() ? 0 : m[0].size(), std::vector<int32_t>(m.size()));
+  for (size_t i = 0; i < m.size(); ++i)
+    for (size_t j = 0; j < m[i].size(); ++j) t[j][i] = m[i][j];
+  return t;
+}
+std::array<float, 3> cross(const std::array<float, 3>& a, const std::array<float, 3>& b) {
+  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+std::tuple<int64_t, std::string, bool> describe(const std::pair<int64_t, std::string>& p) {
+  return {p.first * 2, p.second + "!", p.first > 0};
+}
+dj::Matrix<double> transpose_matrix(const dj::Matrix<double>& m) {
+  dj::Matrix<double> t(m.cols(), m.rows());
+  for (size_t i = 0; i < m.rows(); ++i)
+    for (size_t j = 0; j < m.cols(); ++j) t(j, i) = m(i, j);
+  return t;
+}
+geo::Particle move(const geo::Particle& p, double dx) { return {p.x + dx, p.y, p.id, p.name}; }
+uint8_t negate_flag(bool b) { return b ? 0 : 1; }
+
+// A big value: n doubles of value v.
+std::vector<double> big_vector(int64_t n, double v) {
+  return std::vector<double>(static_cast<size_t>(n), v);
+}
+double sum(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0); }
+int64_t length(const std::vector<double>& v) { return static_cast<int64_t>(v.size()); }
+
+double fail(const std::string& message) { throw std::runtime_error(message); }
+int32_t sleep_ms(int32_t ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+void print_line(const std::string& text) { std::printf("%s\n", text.c_str()); }
+void print_stderr(const std::string& text) { std::fprintf(stderr, "%s\n", text.c_str()); }
+int32_t crash(int32_t how) {
+  if (how == 0) std::abort();
+  std::_Exit(how);
+}
+// Appends to a per-process counter (remote_do side effects are observable later).
+int64_t& counter() {
+  static int64_t c = 0;
+  return c;
+}
+void bump(int64_t by) { counter() += by; }
+int64_t read_counter() { return counter(); }
+
+DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
+          DJ_KERNEL(os_pid), DJ_KERNEL(greet), DJ_KERNEL(scale), DJ_KERNEL(transpose),
+          DJ_KERNEL(cross), DJ_KERNEL(describe), DJ_KERNEL(transpose_matrix), DJ_KERNEL(move),
+          DJ_KERNEL(negate_flag), DJ_KERNEL(big_vector), DJ_KERNEL(sum), DJ_KERNEL(length),
+          DJ_KERNEL(fail), DJ_KERNEL(sleep_ms), DJ_KERNEL(print_line), DJ_KERNEL(print_stderr),
+          DJ_KERNEL(crash), DJ_KERNEL(bump), DJ_KERNEL(read_counter))

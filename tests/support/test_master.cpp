@@ -1,0 +1,49 @@
+// A master program for tests that need the master in a process of its own:
+//   test_master nworkers         print nworkers() and workers() (used under dj-run -p N)
+//   test_master exit CODE        exit with CODE after touching the cluster
+//   test_master hold N           add N workers, print their OS pids, then wait to be killed
+//   test_master return N         add N workers, print their OS pids, return from main
+//   test_master throw N          add N workers, print their OS pids, throw out of main
+#include <dj/dj.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+void print_worker_pids() {
+  std::printf("worker-os-pids:");
+  for (int pid : dj::workers()) std::printf(" %ld", dj::worker_info(pid).os_pid);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = argc > 1 ? argv[1] : "";
+  int n = argc > 2 ? std::atoi(argv[2]) : 0;
+  if (mode == "nworkers") {
+    std::printf("nworkers=%d workers=", dj::nworkers());
+    for (int pid : dj::workers()) std::printf("%d,", pid);
+    std::printf("\n");
+    return 0;
+  }
+  if (mode == "exit") {
+    dj::workers();
+    return n;
+  }
+  if (n > 0) dj::addprocs(n);
+  print_worker_pids();
+  if (mode == "hold") {
+    for (;;) ::pause();
+  }
+  if (mode == "return") return 0;
+  if (mode == "throw") throw std::runtime_error("test_master: thrown out of main");
+  std::fprintf(stderr, "test_master: unknown mode '%s'\n", mode.c_str());
+  return 2;
+}

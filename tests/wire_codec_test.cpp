@@ -1,0 +1,114 @@
+// The wire: every message survives encode/decode, and bad bytes are refused with a clear error.
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "wire/codec.hpp"
+#include "wire/frame.hpp"
+
+using namespace dj;
+using namespace dj::wire;
+
+TEST_CASE("every message type survives encode and decode", "[wire]") {
+  Call call{7, 9, 0x1234567890abcdefull, "add", "(f64,f64)->f64", CallMode::kFetch};
+  auto back = std::get<Call>(decode(encode(call)));
+  CHECK(back.request_id == 7);
+  CHECK(back.ref_id == 9);
+  CHECK(back.kernel_id == 0x1234567890abcdefull);
+  CHECK(back.kernel_name == "add");
+  CHECK(back.signature == "(f64,f64)->f64");
+  CHECK(back.mode == CallMode::kFetch);
+
+  Result failed{3, false, {ErrorKind::RemoteFailure, "on worker 2: boom", 2, "fail"}};
+  auto r = std::get<Result>(decode(encode(failed)));
+  CHECK_FALSE(r.ok);
+  CHECK(r.error.kind == ErrorKind::RemoteFailure);
+  CHECK(r.error.message == "on worker 2: boom");
+  CHECK(r.error.worker == 2);
+  CHECK(r.error.kernel == "fail");
+
+  Hello hello{std::string("\0secret\xff", 8), 5, 1, kProtocolVersion};
+  auto h = std::get<Hello>(decode(encode(hello)));
+  CHECK(h.cookie == hello.cookie);
+  CHECK(h.pid == 5);
+
+  std::vector<Message> all{Welcome{2, 42, "host", "boot"}, LoadPlugin{1, "a.so", "digest"},
+                           PluginLoaded{1, true, {}, 3, true}, CallDone{4, true, {}},
+                           Fetch{5, 6}, FetchRef{7, 3, 8}, Release{9}, StatsRequest{10},
+                           StatsReply{11, 1, 2, 3, 4}, Shutdown{"bye"},
+                           Refused{{ErrorKind::InvalidArgument, "old", 0, ""}}};
+  for (const auto& m : all) {
+    CHECK(decode(encode(m)).index() == m.index());
+  }
+}
+
+TEST_CASE("decoding random or truncated bytes throws InvalidArgument, never crashes", "[wire][errors]") {
+  std::string good = encode(Call{1, 2, 3, "k", "()->void", CallMode::kStore});
+  for (size_t cut = 0; cut < good.size(); cut += 8) {
+    std::string truncated = good.substr(0, cut);
+    try {
+      decode(truncated);
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::InvalidArgument);
+    }
+  }
+  REQUIRE_THROWS_WITH(decode("abc"), Catch::Contains("not a whole number of 8-byte words"));
+  std::string junk(64, '\xff');
+  REQUIRE_THROWS_AS(decode(junk), Error);
+}
+
+TEST_CASE("a frame with a bad magic or an oversized payload is refused before allocation", "[wire][errors]") {
+  unsigned char prefix[kFramePrefixBytes] = {};
+  std::memcpy(prefix, "GET ", 4);
+  REQUIRE_THROWS_WITH(parse_prefix(prefix, 1024), Catch::Contains("bad frame magic"));
+
+  uint32_t magic = kFrameMagic, header = 16;
+  uint64_t payload = uint64_t{4} << 30;
+  std::memcpy(prefix, &magic, 4);
+  std::memcpy(prefix + 4, &header, 4);
+  std::memcpy(prefix + 8, &payload, 8);
+  REQUIRE_THROWS_WITH(parse_prefix(prefix, 1 << 20), Catch::Contains("exceeds the limit"));
+
+  header = 12;  // not a multiple of 8
+  std::memcpy(prefix + 4, &header, 4);
+  REQUIRE_THROWS_WITH(parse_prefix(prefix, uint64_t{8} << 30), Catch::Contains("header length 12"));
+}
+
+TEST_CASE("frames cross a real socket pair intact, payload included", "[wire]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  std::string payload(100000, 'x');
+  payload[777] = 'y';
+  write_frame(sv[0], Call{1, 2, 3, "k", "(str)->str", CallMode::kStore}, payload);
+  auto frame = read_frame(sv[1]);
+  REQUIRE(frame);
+  CHECK(std::get<Call>(frame->message).kernel_name == "k");
+  CHECK(frame->payload == payload);
+  ::close(sv[0]);
+  CHECK_FALSE(read_frame(sv[1]));  // clean EOF
+  ::close(sv[1]);
+}
+
+TEST_CASE("a connection closed in the middle of a frame is reported as Disconnected", "[wire][errors]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  unsigned char prefix[kFramePrefixBytes] = {};
+  uint32_t magic = kFrameMagic, header = 64;
+  uint64_t payload = 0;
+  std::memcpy(prefix, &magic, 4);
+  std::memcpy(prefix + 4, &header, 4);
+  std::memcpy(prefix + 8, &payload, 8);
+  REQUIRE(::write(sv[0], prefix, sizeof prefix) == sizeof prefix);
+  ::close(sv[0]);
+  try {
+    read_frame(sv[1]);
+    FAIL("read_frame accepted a truncated frame");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Disconnected);
+    CHECK_THAT(e.what(), Catch::Contains("closed in the middle"));
+  }
+  ::close(sv[1]);
+}
