@@ -2,6 +2,7 @@
 #include "registry.hpp"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -19,15 +20,20 @@ namespace dj::detail {
 
 // Owns the memfd and the dlopen handle. The memfd stays open while the module is loaded: glibc
 // matches loaded objects by path, and a reused /proc/self/fd/N would return an older plugin.
-// Images are never dlclose'd: a kernel may have left threads or callbacks behind.
+// An image lives as long as its registry (a worker's lives until the process ends), so no
+// kernel of it can be running when it is closed.
 class PluginImage {
  public:
   PluginImage(int memfd, void* handle, const dj_plugin_descriptor* descriptor)
       : memfd_(memfd), handle_(handle), descriptor_(descriptor) {}
-  ~PluginImage() { close_quietly(memfd_); }
+  ~PluginImage() {
+    if (handle_) ::dlclose(handle_);
+    close_quietly(memfd_);
+  }
   PluginImage(const PluginImage&) = delete;
   PluginImage& operator=(const PluginImage&) = delete;
   const dj_plugin_descriptor& descriptor() const { return *descriptor_; }
+  void set_descriptor(const dj_plugin_descriptor* d) { descriptor_ = d; }
 
  private:
   int memfd_;
@@ -42,11 +48,46 @@ Error load_error(const std::string& name, const std::string& reason,
   return Error(kind, "plugin " + name + ": " + reason);
 }
 
-std::unique_ptr<PluginImage> open_image(const std::string& name, const std::string& bytes) {
-  if (bytes.size() < 4 || std::memcmp(bytes.data(), "\x7f" "ELF", 4) != 0) {
+// dlopen maps the image's segments straight from the memfd: a segment that extends past the
+// end of a truncated image would fault (SIGBUS) on first touch, so every range the loader will
+// map is checked against the image size first.
+void validate_elf(const std::string& name, const std::string& bytes) {
+  if (bytes.size() < 4 || std::memcmp(bytes.data(), ELFMAG, SELFMAG) != 0) {
     throw load_error(name, "not an ELF shared object (" + std::to_string(bytes.size()) +
                                " bytes, no ELF magic)");
   }
+  if (bytes.size() < sizeof(Elf64_Ehdr) || bytes[EI_CLASS] != ELFCLASS64 ||
+      bytes[EI_DATA] != ELFDATA2LSB) {
+    throw load_error(name, "not a 64-bit little-endian ELF object");
+  }
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, bytes.data(), sizeof eh);
+  if (eh.e_type != ET_DYN) throw load_error(name, "not a shared object (ELF type " +
+                                                      std::to_string(eh.e_type) + ")");
+  if (eh.e_machine != EM_X86_64 && eh.e_machine != EM_AARCH64) {
+    throw load_error(name, "built for another machine (ELF machine " +
+                               std::to_string(eh.e_machine) + ")");
+  }
+  const uint64_t size = bytes.size();
+  auto fits = [&](uint64_t off, uint64_t len) { return off <= size && len <= size - off; };
+  if (eh.e_phentsize != sizeof(Elf64_Phdr) ||
+      !fits(eh.e_phoff, uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr))) {
+    throw load_error(name, "truncated or corrupt (program headers outside the " +
+                               std::to_string(size) + "-byte image)");
+  }
+  for (unsigned i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph;
+    std::memcpy(&ph, bytes.data() + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if ((ph.p_type == PT_LOAD || ph.p_type == PT_DYNAMIC) && !fits(ph.p_offset, ph.p_filesz)) {
+      throw load_error(name, "truncated or corrupt (segment " + std::to_string(i) +
+                                 " needs bytes up to " + std::to_string(ph.p_offset + ph.p_filesz) +
+                                 ", the image has " + std::to_string(size) + ")");
+    }
+  }
+}
+
+std::unique_ptr<PluginImage> open_image(const std::string& name, const std::string& bytes) {
+  validate_elf(name, bytes);
   int fd = ::memfd_create("dj-plugin", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw_errno("memfd_create", "plugin " + name);
   try {
@@ -69,28 +110,24 @@ std::unique_ptr<PluginImage> open_image(const std::string& name, const std::stri
     if (at != std::string::npos) reason.erase(at, path.size() + 2);
     throw load_error(name, "cannot be loaded: " + reason);
   }
+  auto image = std::make_unique<PluginImage>(fd, handle, nullptr);
   auto entry = reinterpret_cast<dj_plugin_entry_fn>(::dlsym(handle, DJ_PLUGIN_SYMBOL));
   if (!entry) {
-    close_quietly(fd);
     throw load_error(name, std::string("no kernels registered (it does not export ") +
                                DJ_PLUGIN_SYMBOL + "; add DJ_PLUGIN(...) to one source file)");
   }
   const dj_plugin_descriptor* d = entry();
-  if (!d) {
-    close_quietly(fd);
-    throw load_error(name, "its descriptor function returned null");
-  }
+  if (!d) throw load_error(name, "its descriptor function returned null");
   if (d->abi_version != DJ_PLUGIN_ABI_VERSION) {
-    close_quietly(fd);
     throw load_error(name, "built against an incompatible dj (plugin ABI " +
                                std::to_string(d->abi_version) + ", this dj has ABI " +
                                std::to_string(DJ_PLUGIN_ABI_VERSION) + "); rebuild it");
   }
   if (d->kernel_count == 0 || !d->kernels) {
-    close_quietly(fd);
     throw load_error(name, "no kernels registered (DJ_PLUGIN lists none)");
   }
-  return std::make_unique<PluginImage>(fd, handle, d);
+  image->set_descriptor(d);
+  return image;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "cluster.hpp"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -121,12 +122,21 @@ Cluster* Cluster::existing() noexcept {
 }
 
 Cluster::Cluster()
-    : cookie_(to_hex_cookie()),
+    : cookie_((ignore_sigpipe(), to_hex_cookie())),
       ctx_{registry_, store_, 1,
            [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }},
       wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!wake_fd_) throw_errno("eventfd", "master I/O thread");
   io_ = std::thread([this] { io_main(); });
+}
+
+void Cluster::ignore_sigpipe() {
+  // A worker that dies while the master writes to its pipe or socket must be an error, not the
+  // end of the master: unless the program chose a SIGPIPE handler, dj ignores SIGPIPE.
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    ::signal(SIGPIPE, SIG_IGN);
+  }
 }
 
 std::string Cluster::to_hex_cookie() {

@@ -92,6 +92,7 @@ class Cluster {
   ~Cluster() = delete;  // Never destroyed: Futures in static storage may outlive main.
 
   static std::string to_hex_cookie();
+  static void ignore_sigpipe();
   std::shared_ptr<WorkerLink> find_locked(int pid) const;
   uint64_t next_id_locked() { return next_id_++; }
   std::shared_ptr<WorkerLink> start_one(std::unique_ptr<LaunchedWorker> w, int pid,

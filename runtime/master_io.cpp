@@ -192,18 +192,6 @@ void Cluster::drain_output(WorkerLink& link) {
 }
 
 void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string& why) {
-  std::unordered_map<uint64_t, std::shared_ptr<Reply>> replies;
-  std::unordered_map<uint64_t, std::weak_ptr<RefState>> refs;
-  std::unordered_map<uint64_t, std::vector<std::shared_ptr<RefState>>> pins;
-  {
-    std::lock_guard lock(mu_);
-    auto it = links_.find(link->pid);
-    if (it == links_.end() || it->second != link) return;  // Already retired.
-    links_.erase(it);
-    replies.swap(link->replies);
-    refs.swap(link->refs);
-    pins.swap(link->pins);
-  }
   std::string reason = link->removing ? "removed by rmprocs" : why;
   if (reason.empty()) {
     link->process->wait_for(std::chrono::milliseconds(50));
@@ -212,9 +200,18 @@ void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string&
   }
   std::string who = "worker " + std::to_string(link->pid) + " (os pid " +
                     std::to_string(link->info.os_pid) + " on " + link->info.host + ")";
+  std::unordered_map<uint64_t, std::shared_ptr<Reply>> replies;
+  std::unordered_map<uint64_t, std::weak_ptr<RefState>> refs;
+  std::unordered_map<uint64_t, std::vector<std::shared_ptr<RefState>>> pins;
   {
     std::lock_guard lock(mu_);
+    auto it = links_.find(link->pid);
+    if (it == links_.end() || it->second != link) return;  // Already retired.
+    links_.erase(it);
     gone_[link->pid] = who + " " + reason;
+    replies.swap(link->replies);
+    refs.swap(link->refs);
+    pins.swap(link->pins);
   }
   drain_output(*link);  // Print what it said last before reporting it gone.
   wire::RemoteError lost{ErrorKind::Disconnected,

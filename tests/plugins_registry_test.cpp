@@ -86,7 +86,7 @@ TEST_CASE("each kind of bad plugin is refused with the file name and the reason"
   SECTION("truncated ELF object") {
     std::string bytes = read_plugin_file(test::plugin("test_kernels")).substr(0, 4096);
     REQUIRE_THROWS_WITH(registry.load("cut.so", sha256(bytes), bytes),
-                        Catch::Contains("cut.so") && Catch::Contains("cannot be loaded"));
+                        Catch::Contains("cut.so") && Catch::Contains("truncated"));
   }
   SECTION("no DJ_PLUGIN descriptor") {
     REQUIRE_THROWS_WITH(load_file(registry, test::plugin("no_kernels")),
