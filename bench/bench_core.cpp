@@ -1,1 +1,163 @@
-int main() { return 0; }
+// Core benchmarks (issue "Core runtime"): each dj figure beside its floor from the same run.
+//   1. round trip of remotecall_fetch(add, 3, 3) to a local worker vs a raw blocking TCP
+//      ping-pong between two processes (target: <= 1.5x)
+//   2. 4 workers started to first result vs fork+exec of 4 `true` (target: <= 30 ms)
+//   3. idle worker RSS (target: <= 8 MiB)
+// Usage: bench_core [--quick]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <dj/dj.hpp>
+
+#include "bench_support.hpp"
+
+namespace dj::bench {
+
+std::string lib_dir() {
+  char exe[4096] = {};
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string path = n > 0 ? std::string(exe, static_cast<size_t>(n)) : ".";
+  return path.substr(0, path.rfind('/')) + "/../lib";
+}
+
+namespace {
+
+void read_exact(int fd, char* p, size_t n) {
+  while (n) {
+    ssize_t r = ::read(fd, p, n);
+    if (r <= 0) ::_exit(1);
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+}
+
+// Raw TCP ping-pong on loopback between this process and a forked echo process, blocking
+// sockets with TCP_NODELAY: the same transport and blocking mode dj uses. Returns seconds per
+// round trip over `rounds`.
+struct TcpFloor {
+  pid_t child = -1;
+  int fd = -1;
+
+  TcpFloor() {
+    int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::listen(listener, 1);
+    child = ::fork();
+    if (child == 0) {
+      int c = ::accept(listener, nullptr, nullptr);
+      int one = 1;
+      ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      char buf[64];
+      for (;;) {
+        read_exact(c, buf, 64);
+        if (::write(c, buf, 64) != 64) ::_exit(0);
+      }
+    }
+    ::close(listener);
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~TcpFloor() {
+    ::close(fd);
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  }
+  double round_trip(int rounds) {
+    char buf[64] = {};
+    auto t0 = Clock::now();
+    for (int i = 0; i < rounds; ++i) {
+      if (::write(fd, buf, 64) != 64) return -1;
+      read_exact(fd, buf, 64);
+    }
+    return seconds_since(t0) / rounds;
+  }
+};
+
+double spawn_true(int n) {
+  auto t0 = Clock::now();
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pid_t p = ::fork();
+    if (p == 0) {
+      ::execl("/bin/true", "true", nullptr);
+      ::_exit(127);
+    }
+    pids.push_back(p);
+  }
+  for (pid_t p : pids) ::waitpid(p, nullptr, 0);
+  return seconds_since(t0);
+}
+
+}  // namespace
+}  // namespace dj::bench
+
+int main(int argc, char** argv) {
+  using namespace dj::bench;
+  bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int batches = quick ? 5 : 15;
+  const int rounds = quick ? 500 : 2000;
+  const std::string plugin = lib_dir() + "/libnotebook_kernels.so";
+
+  // --- 2. startup: 4 workers to first result, vs fork+exec of 4 `true` -----------------------
+  std::vector<double> start_dj, start_floor;
+  for (int i = 0; i < (quick ? 3 : 7); ++i) {
+    start_floor.push_back(spawn_true(4));
+    auto t0 = Clock::now();
+    auto pids = dj::addprocs(4);
+    auto add = dj::everywhere(plugin).kernel<double(double, double)>("add");
+    std::vector<dj::Future<double>> first;
+    for (int pid : pids) first.push_back(dj::spawnat(pid, add, 3.0, 3.0));
+    for (auto& f : first) dj::fetch(f);
+    start_dj.push_back(seconds_since(t0));
+    dj::rmprocs(pids);
+  }
+  double s_dj = median(start_dj) * 1e3, s_floor = median(start_floor) * 1e3;
+  result("startup 4 workers", "fork+exec 4 true (floor)", "whole run", s_floor, "ms");
+  result("startup 4 workers", "dj addprocs(4)+everywhere+first results", "ready", s_dj, "ms");
+  result("startup 4 workers", "dj", "ratio to floor", s_dj / s_floor, "x");
+
+  // --- 1. latency: remotecall_fetch(add, 3, 3) vs raw TCP ping-pong ---------------------------
+  int worker = dj::addprocs(1).front();
+  auto add = dj::everywhere(plugin).kernel<double(double, double)>("add");
+  std::vector<double> rt_dj, rt_floor;
+  {
+    TcpFloor floor;
+    floor.round_trip(rounds / 4);  // warm up
+    for (int i = 0; i < rounds / 4; ++i) dj::remotecall_fetch(add, worker, 3.0, 3.0);
+    for (int b = 0; b < batches; ++b) {  // interleaved, so both see the same machine state
+      rt_floor.push_back(floor.round_trip(rounds));
+      auto t0 = Clock::now();
+      for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, worker, 3.0, 3.0);
+      rt_dj.push_back(seconds_since(t0) / rounds);
+    }
+  }
+  double l_dj = median(rt_dj) * 1e6, l_floor = median(rt_floor) * 1e6;
+  result("latency add(3,3)", "raw TCP loopback ping-pong (floor)", "round trip", l_floor, "us");
+  result("latency add(3,3)", "dj remotecall_fetch", "round trip", l_dj, "us");
+  result("latency add(3,3)", "dj", "ratio to floor", l_dj / l_floor, "x");
+
+  // --- 3. idle worker memory ------------------------------------------------------------------
+  double rss = static_cast<double>(dj::worker_stats(worker).rss_bytes) / (1 << 20);
+  result("idle worker", "dj-worker with a plugin loaded", "RSS", rss, "MiB");
+
+  std::printf("runs: %d startup samples, %d latency batches x %d round trips (medians)\n",
+              static_cast<int>(start_dj.size()), batches, rounds);
+  std::printf("targets: latency ratio <= 1.5 (%s), startup <= 30 ms (%s), idle RSS <= 8 MiB (%s)\n",
+              l_dj / l_floor <= 1.5 ? "met" : "NOT met", s_dj <= 30 ? "met" : "NOT met",
+              rss <= 8 ? "met" : "NOT met");
+  dj::rmprocs(dj::workers());
+  return 0;
+}
