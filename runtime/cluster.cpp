@@ -4,6 +4,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -68,7 +69,7 @@ std::string drain_text(int fd) {
 }  // namespace
 
 WorkerLink::WorkerLink(int worker_pid, std::unique_ptr<LaunchedWorker> proc, Fd sock)
-    : pid(worker_pid), process(std::move(proc)), socket(std::move(sock)) {}
+    : pid(worker_pid), process(std::move(proc)), socket(std::move(sock)), reader(socket.get()) {}
 
 bool WorkerLink::send(const wire::Message& message, const std::string& payload) {
   std::lock_guard lock(write_mu);
@@ -125,8 +126,16 @@ Cluster::Cluster()
     : cookie_((ignore_sigpipe(), to_hex_cookie())),
       ctx_{registry_, store_, 1,
            [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }},
-      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)) {
   if (!wake_fd_) throw_errno("eventfd", "master I/O thread");
+  if (!epoll_fd_) throw_errno("epoll_create1", "master I/O thread");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0;
+  sys_check("epoll_ctl", "eventfd", [&] {
+    return ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
+  });
   io_ = std::thread([this] { io_main(); });
 }
 
@@ -243,7 +252,7 @@ std::vector<int> Cluster::add_workers(ClusterManager& manager, int n,
     std::lock_guard lock(mu_);
     for (auto& link : links) links_[link->pid] = link;
   }
-  wake();
+  for (auto& link : links) watch(link);
   std::vector<ShippedPlugin> plugins;
   {
     std::lock_guard lock(mu_);

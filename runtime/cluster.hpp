@@ -43,6 +43,10 @@ struct WorkerLink {
   std::mutex write_mu;
   std::atomic<int> in_flight{0};
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
+  // Held by whichever thread reads `socket`: the I/O thread, or a user thread that borrowed the
+  // connection to wait for its own reply without a hand-off (Cluster::await).
+  std::mutex read_mu;
+  wire::FrameReader reader;  // guarded by read_mu
 
   // Output forwarding: the I/O thread, and retire() on a user thread for rmprocs.
   std::mutex output_mu;
@@ -112,6 +116,13 @@ class Cluster {
   // I/O thread (master_io.cpp).
   void io_main();
   void wake() noexcept;
+  void watch(const std::shared_ptr<WorkerLink>& link);
+  void unwatch(WorkerLink& link) noexcept;
+  void rearm(WorkerLink& link) noexcept;
+  // Reads and handles one frame from the link (caller holds read_mu). False once retired.
+  bool read_one(const std::shared_ptr<WorkerLink>& link);
+  // Waits for `reply`, reading the link's socket itself when no other thread is.
+  const wire::Message& await(const std::shared_ptr<WorkerLink>& link, Reply& reply);
   void on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame);
   void on_fetch_ref(const std::shared_ptr<WorkerLink>& link, const wire::FetchRef& m);
   // Reads what is available on a worker's stdout (err=false) or stderr and prints whole lines
@@ -138,6 +149,7 @@ class Cluster {
 
   std::atomic<uint64_t> payload_bytes_received_{0};
   Fd wake_fd_;
+  Fd epoll_fd_;
   std::atomic<bool> stopping_{false};
   std::thread io_;
 };

@@ -77,7 +77,7 @@ std::string Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
     link->in_flight.fetch_add(1);
   }
   link->send(make_call(k, wire::CallMode::kFetch, id, 0), args.bytes);
-  const wire::Message& m = reply->wait();
+  const wire::Message& m = await(link, *reply);
   throw_if_failed(m);
   return std::move(reply->payload);
 }
@@ -135,7 +135,7 @@ StoredValue Cluster::fetch_from(int owner, uint64_t ref_id) {
     id = next_id_locked();
   }
   auto reply = request(link, wire::Fetch{id, ref_id}, id);
-  const auto& m = std::get<wire::Result>(reply->wait());
+  const auto& m = std::get<wire::Result>(await(link, *reply));
   return StoredValue{m.ok, std::move(reply->payload), m.error};
 }
 

@@ -1,6 +1,7 @@
 // The master's I/O thread: reads every worker's connection and stdio, completes replies and
 // Futures, forwards FetchRef requests between workers, and retires workers that go away.
 #include <poll.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,47 +19,120 @@ void Cluster::wake() noexcept {
   (void)ignored;
 }
 
+namespace {
+// epoll data: 0 is the wake eventfd; otherwise pid << 2 | stream (0 socket, 1 stdout, 2 stderr).
+constexpr uint64_t kSocket = 0, kStdout = 1, kStderr = 2;
+uint64_t tag(int pid, uint64_t stream) { return static_cast<uint64_t>(pid) << 2 | stream; }
+}  // namespace
+
+void Cluster::watch(const std::shared_ptr<WorkerLink>& link) {
+  auto add = [&](int fd, uint32_t events, uint64_t stream) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = tag(link->pid, stream);
+    if (fd >= 0 && ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      log_line("epoll_ctl(ADD, worker " + std::to_string(link->pid) + "): " + std::strerror(errno));
+    }
+  };
+  // One-shot: the thread that handles a readable socket re-arms it after reading, so the I/O
+  // thread and a borrowing user thread never both wake for the same bytes.
+  add(link->socket.get(), EPOLLIN | EPOLLONESHOT, kSocket);
+  add(link->process->stdout_fd(), EPOLLIN, kStdout);
+  add(link->process->stderr_fd(), EPOLLIN, kStderr);
+}
+
+void Cluster::unwatch(WorkerLink& link) noexcept {
+  for (int fd : {link.socket.get(), link.process->stdout_fd(), link.process->stderr_fd()}) {
+    if (fd >= 0) ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  }
+}
+
+void Cluster::rearm(WorkerLink& link) noexcept {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.data.u64 = tag(link.pid, kSocket);
+  ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link.socket.get(), &ev);  // ENOENT once retired
+}
+
+bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
+  try {
+    // Everything already buffered is handled too: epoll only reports bytes still in the socket.
+    do {
+      auto frame = link->reader.next();
+      if (!frame) {
+        retire(link, "");
+        return false;
+      }
+      payload_bytes_received_.fetch_add(frame->payload.size());
+      on_frame(link, std::move(*frame));
+    } while (link->reader.has_buffered_frame());
+    return true;
+  } catch (const Error& e) {
+    retire(link, std::string("its connection failed: ") + e.what());
+    return false;
+  }
+}
+
+const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Reply& reply) {
+  std::unique_lock reader(link->read_mu, std::try_to_lock);
+  if (reader.owns_lock()) {
+    // Borrow the connection: disarm the I/O thread's interest (epoll takes effect even while it
+    // sleeps), read frames here until our reply is in, then hand the socket back.
+    epoll_event off{};
+    off.data.u64 = tag(link->pid, kSocket);
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link->socket.get(), &off);
+    for (;;) {
+      {
+        std::lock_guard lock(reply.mu);
+        if (reply.done) break;
+      }
+      if (!read_one(link)) break;  // Retired: the reply was completed with the error.
+    }
+    rearm(*link);
+  }
+  return reply.wait();
+}
+
 void Cluster::io_main() {
+  epoll_event events[64];
   while (!stopping_.load()) {
-    std::vector<std::shared_ptr<WorkerLink>> links;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& [pid, link] : links_) links.push_back(link);
-    }
-    std::vector<pollfd> fds{{wake_fd_.get(), POLLIN, 0}};
-    for (auto& link : links) {
-      fds.push_back({link->socket.get(), POLLIN, 0});
-      fds.push_back({link->out_open ? link->process->stdout_fd() : -1, POLLIN, 0});
-      fds.push_back({link->err_open ? link->process->stderr_fd() : -1, POLLIN, 0});
-    }
-    int n = ::poll(fds.data(), fds.size(), -1);
+    int n = ::epoll_wait(epoll_fd_.get(), events, 64, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
-      log_line(std::string("master I/O loop: poll failed: ") + std::strerror(errno));
+      log_line(std::string("master I/O loop: epoll_wait failed: ") + std::strerror(errno));
       return;
     }
-    if (fds[0].revents) {
-      uint64_t count;
-      ssize_t ignored = ::read(wake_fd_.get(), &count, sizeof count);
-      (void)ignored;
-    }
-    for (size_t i = 0; i < links.size(); ++i) {
-      auto& link = links[i];
-      const pollfd* p = &fds[1 + 3 * i];
-      // Output first, so that a worker's last words are printed before its death is reported.
-      if (p[1].revents) pump_output(*link, false);
-      if (p[2].revents) pump_output(*link, true);
-      if (!p[0].revents) continue;
-      try {
-        auto frame = wire::read_frame(link->socket.get());
-        if (!frame) {
-          retire(link, "");
-          continue;
+    for (int i = 0; i < n; ++i) {
+      uint64_t data = events[i].data.u64;
+      if (data == 0) {
+        uint64_t count;
+        ssize_t ignored = ::read(wake_fd_.get(), &count, sizeof count);
+        (void)ignored;
+        continue;
+      }
+      int pid = static_cast<int>(data >> 2);
+      std::shared_ptr<WorkerLink> link;
+      {
+        std::lock_guard lock(mu_);
+        auto it = links_.find(pid);
+        if (it != links_.end()) link = it->second;
+      }
+      if (!link) continue;
+      switch (data & 3) {
+        case kStdout:
+          if (!pump_output(*link, false)) ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL,
+                                                      link->process->stdout_fd(), nullptr);
+          break;
+        case kStderr:
+          if (!pump_output(*link, true)) ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL,
+                                                     link->process->stderr_fd(), nullptr);
+          break;
+        default: {
+          std::unique_lock reader(link->read_mu, std::try_to_lock);
+          if (!reader.owns_lock()) break;  // A borrower reads it and re-arms when done.
+          if (read_one(link)) rearm(*link);
+          break;
         }
-        payload_bytes_received_.fetch_add(frame->payload.size());
-        on_frame(link, std::move(*frame));
-      } catch (const Error& e) {
-        retire(link, std::string("its connection failed: ") + e.what());
       }
     }
   }
@@ -213,6 +287,7 @@ void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string&
     refs.swap(link->refs);
     pins.swap(link->pins);
   }
+  unwatch(*link);
   drain_output(*link);  // Print what it said last before reporting it gone.
   wire::RemoteError lost{ErrorKind::Disconnected,
                          "ProcessExited(" + std::to_string(link->pid) + "): " + who + " " + reason,

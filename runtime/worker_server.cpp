@@ -2,6 +2,8 @@
 #include "worker_server.hpp"
 
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -27,12 +29,18 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener)
     : cookie_(std::move(cookie)),
       listener_(std::move(listener)),
       ctx_{registry_, store_, 0,
-           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }} {
+           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }},
+      timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
+      takeover_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!timer_fd_) throw_errno("timerfd_create", "worker");
+  if (!takeover_fd_) throw_errno("eventfd", "worker");
   set_nonblocking(listener_.get(), true);
 }
 
 WorkerServer::~WorkerServer() {
-  if (second_.joinable()) second_.detach();  // Unreachable: the server ends with _exit.
+  // Unreachable in practice: the server ends the process with _exit once serving starts.
+  if (serve_a_.joinable()) serve_a_.detach();
+  if (serve_b_.joinable()) serve_b_.detach();
 }
 
 void WorkerServer::exit_now(int code, const std::string& why) {
@@ -73,7 +81,7 @@ void WorkerServer::drop_peer(size_t index, const std::string& why) {
   peers_.erase(peers_.begin() + static_cast<long>(index));
 }
 
-void WorkerServer::handle_new_peer() {
+void WorkerServer::handle_new_peers() {
   for (;;) {
     Fd fd = accept_tcp(listener_.get());
     if (!fd) return;
@@ -96,6 +104,7 @@ void WorkerServer::handle_pending_peer(size_t index) {
     master_ = std::move(peers_[index].fd);
     peers_.erase(peers_.begin() + static_cast<long>(index));
     set_receive_timeout(master_.get(), std::chrono::milliseconds(0));
+    reader_.emplace(master_.get());
     send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(),
                        host_identity()});
   } catch (const Error& e) {
@@ -103,54 +112,32 @@ void WorkerServer::handle_pending_peer(size_t index) {
   }
 }
 
-std::optional<wire::Frame> WorkerServer::next_master_frame(int poll_timeout_ms) {
-  for (;;) {
-    std::vector<pollfd> fds;
-    fds.push_back({STDIN_FILENO, POLLIN, 0});
-    fds.push_back({listener_.get(), POLLIN, 0});
-    if (master_) fds.push_back({master_.get(), POLLIN, 0});
-    for (auto& p : peers_) fds.push_back({p.fd.get(), POLLIN, 0});
-
-    int timeout = poll_timeout_ms;
-    auto now = Clock::now();
-    for (auto& p : peers_) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
-      timeout = timeout < 0 ? static_cast<int>(std::max<long>(left, 0))
-                            : std::min<int>(timeout, static_cast<int>(std::max<long>(left, 0)));
-    }
-    int n = ::poll(fds.data(), fds.size(), timeout);
-    if (n < 0 && errno != EINTR) throw_errno("poll", "worker event loop");
-    if (n == 0 && !master_ && peers_.empty()) return std::nullopt;  // accept timeout
-    bool had_master = static_cast<bool>(master_);
-
-    if (fds[0].revents) {
-      char buf[256];
-      ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
-      if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
-        exit_now(0, "");  // The master (our stdin's writer) is gone.
-      }
-    }
-    if (fds[1].revents & POLLIN) handle_new_peer();
-    size_t first_peer = master_ ? 3 : 2;
-    now = Clock::now();
-    // Walk backwards: handling a peer removes it from peers_.
-    for (size_t i = fds.size(); i-- > first_peer;) {
-      size_t index = i - first_peer;
-      if (index >= peers_.size()) continue;
-      if (fds[i].revents) handle_pending_peer(index);
-      else if (peers_[index].deadline <= now) drop_peer(index, "no Hello within 2000 ms");
-    }
-    if (!had_master && master_) return std::nullopt;  // Handshake done: the caller starts serving.
-    if (master_ && fds.size() > 2 && fds[2].fd == master_.get() && fds[2].revents) {
-      try {
-        auto frame = wire::read_frame(master_.get());
-        if (!frame) exit_now(0, "");
-        return frame;
-      } catch (const Error& e) {
-        exit_now(1, std::string("connection to the master failed: ") + e.what());
-      }
+void WorkerServer::accept_step(int timeout_ms) {
+  std::vector<pollfd> fds{{STDIN_FILENO, POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+  for (auto& p : peers_) fds.push_back({p.fd.get(), POLLIN, 0});
+  auto now = Clock::now();
+  for (auto& p : peers_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
+    int bound = static_cast<int>(std::max<long>(left, 0));
+    timeout_ms = timeout_ms < 0 ? bound : std::min(timeout_ms, bound);
+  }
+  int n = ::poll(fds.data(), fds.size(), timeout_ms);
+  if (n < 0 && errno != EINTR) throw_errno("poll", "worker acceptor");
+  if (fds[0].revents) {
+    char buf[256];
+    ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
+      exit_now(0, "");  // The master (our stdin's writer) is gone.
     }
   }
+  now = Clock::now();
+  // Walk backwards: handling a peer removes it from peers_.
+  for (size_t i = fds.size(); i-- > 2;) {
+    size_t index = i - 2;
+    if (fds[i].revents) handle_pending_peer(index);
+    else if (peers_[index].deadline <= now) drop_peer(index, "no Hello within 2000 ms");
+  }
+  if (fds[1].revents & POLLIN) handle_new_peers();
 }
 
 void WorkerServer::send(const wire::Message& message, const std::string& payload) {
@@ -171,35 +158,75 @@ int WorkerServer::run(std::chrono::milliseconds accept_timeout) {
                " ms; exiting");
       return 2;
     }
-    // Returns (with nullopt) once the master has connected, or at the deadline.
-    next_master_frame(static_cast<int>(left.count()));
+    accept_step(static_cast<int>(left.count()));
   }
-  second_ = std::thread([this] { serve(); });
-  serve();
-  return 0;
+  serve_a_ = std::thread([this] { serve(); });
+  serve_b_ = std::thread([this] { serve(); });
+  for (;;) accept_step(-1);
+}
+
+void WorkerServer::set_timer(bool armed) noexcept {
+  itimerspec spec{};
+  if (armed) {
+    auto us = kTakeoverDelay.count();
+    spec.it_value.tv_sec = us / 1000000;
+    spec.it_value.tv_nsec = (us % 1000000) * 1000;
+  }
+  ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
+}
+
+void WorkerServer::request_takeover() noexcept {
+  uint64_t one = 1;
+  ssize_t ignored = ::write(takeover_fd_.get(), &one, sizeof one);
+  (void)ignored;
+}
+
+void WorkerServer::wait_for_takeover() {
+  for (;;) {
+    pollfd fds[2] = {{timer_fd_.get(), POLLIN, 0}, {takeover_fd_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) throw_errno("poll", "worker follower");
+    uint64_t count;
+    ssize_t ignored = ::read(timer_fd_.get(), &count, sizeof count);
+    ignored = ::read(takeover_fd_.get(), &count, sizeof count);
+    (void)ignored;
+    std::lock_guard q(queue_mu_);
+    if (running_) return;  // A kernel holds on: read in its place.
+  }
 }
 
 void WorkerServer::serve() {
   for (;;) {
-    std::unique_lock reader(reader_mu_);
-    auto frame = next_master_frame(-1);
-    if (!frame) exit_now(0, "");
-    auto* call = std::get_if<wire::Call>(&frame->message);
-    if (!call) {
-      handle_control(std::move(*frame));
-      continue;
+    std::unique_lock reader(reader_mu_, std::try_to_lock);
+    if (!reader.owns_lock()) {
+      wait_for_takeover();
+      reader.lock();
     }
-    PendingCall pending = accept_call(ctx_, std::move(*call), std::move(frame->payload));
-    {
+    std::optional<PendingCall> to_run;
+    while (!to_run) {
+      std::optional<wire::Frame> frame;
+      try {
+        frame = reader_->next();
+      } catch (const Error& e) {
+        exit_now(1, std::string("connection to the master failed: ") + e.what());
+      }
+      if (!frame) exit_now(0, "");
+      auto* call = std::get_if<wire::Call>(&frame->message);
+      if (!call) {
+        handle_control(std::move(*frame));
+        continue;
+      }
+      PendingCall pending = accept_call(ctx_, std::move(*call), std::move(frame->payload));
       std::lock_guard q(queue_mu_);
       if (running_) {
         queue_.push_back(std::move(pending));
-        continue;
+      } else {
+        running_ = true;
+        to_run.emplace(std::move(pending));
       }
-      running_ = true;
     }
-    reader.unlock();  // The other thread becomes the reader while this one runs the kernel.
-    run_calls(std::move(pending));
+    set_timer(true);
+    reader.unlock();  // Nobody waits on it: no wake-up. The follower's timer covers us.
+    run_calls(std::move(*to_run));
   }
 }
 
@@ -211,6 +238,7 @@ void WorkerServer::run_calls(PendingCall first) {
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
       running_ = false;
+      set_timer(false);
       return;
     }
     current = std::move(queue_.front());
@@ -252,6 +280,7 @@ StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
     fetches_[id] = slot;
   }
   send(wire::FetchRef{id, owner, ref});
+  request_takeover();  // The answer must be read while this kernel waits for it.
   std::unique_lock lock(slot->mu);
   slot->cv.wait(lock, [&] { return slot->done; });
   return std::move(slot->value);

@@ -1,16 +1,23 @@
-// The worker side of dj: accepts the master's authenticated connection, then serves it with
-// two threads in a leader/follower arrangement. Whichever thread is free is the reader; a
-// reader that receives a call while no kernel runs hands the reader role to the other thread
-// and runs the kernel itself, so an idle worker answers a call with no thread hand-off on the
-// critical path, and a kernel that blocks never stops the worker from reading (shutdown,
-// fetches of ready values, releases). Kernels run one at a time, in arrival order, like a
-// Julia worker's compute-bound tasks; calls that arrive meanwhile queue.
+// The worker side of dj. Three threads:
+//   - the acceptor (the main thread): authenticates peers on the listening socket, watches
+//     stdin (EOF = the master is gone), and never touches the master connection;
+//   - two serve threads in a leader/follower pair on the master connection. The leader reads
+//     frames; when it gets a call and no kernel runs, it gives up the reader role *without
+//     waking anyone* and runs the kernel itself, so an idle worker answers a call with no
+//     thread hand-off and no extra wake-up. The follower sleeps on a timer armed while a
+//     kernel runs: if the kernel is still running after kTakeoverDelay (or blocks waiting for
+//     a value from another process), the follower takes the reader role, so a long or blocked
+//     kernel never stops the worker from handling shutdown, fetches and releases.
+// Kernels run one at a time in arrival order, like a Julia worker's compute-bound tasks; calls
+// that arrive meanwhile queue.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -26,26 +33,36 @@ namespace dj::detail {
 
 class WorkerServer {
  public:
+  // How long a kernel may keep the master connection unread before the follower reads it.
+  static constexpr std::chrono::microseconds kTakeoverDelay{1000};
+
   // Lifetime: the server owns `listener`. `cookie` authenticates every peer.
   WorkerServer(std::string cookie, Fd listener);
   ~WorkerServer();
 
-  // Waits for the master (up to `accept_timeout`), then serves it. Returns the exit code when
-  // the master is gone or asked for shutdown.
+  // Waits for the master (up to `accept_timeout`), then serves it until it is gone or asks for
+  // shutdown; the process then ends with _exit. Returns only if no master came (exit code).
   int run(std::chrono::milliseconds accept_timeout);
 
  private:
   struct FetchSlot;
+  struct PendingPeer {
+    Fd fd;
+    std::chrono::steady_clock::time_point deadline;
+  };
 
-  // Polls the master connection, the listener, stdin and half-open peers until a frame from
-  // the master arrives. Returns nullopt when the process should exit.
-  std::optional<wire::Frame> next_master_frame(int poll_timeout_ms);
-  void handle_new_peer();
+  // Acceptor thread.
+  void accept_step(int timeout_ms);
+  void handle_new_peers();
   void handle_pending_peer(size_t index);
   void drop_peer(size_t index, const std::string& why);
   bool check_hello(const wire::Frame& frame, std::string& why) const;
 
-  void serve();  // One of the two leader/follower threads.
+  // Serve threads.
+  void serve();
+  void wait_for_takeover();
+  void request_takeover() noexcept;
+  void set_timer(bool armed) noexcept;
   void handle_control(wire::Frame&& frame);
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
@@ -56,12 +73,8 @@ class WorkerServer {
   const std::string cookie_;
   Fd listener_;
   Fd master_;
-
-  struct PendingPeer {
-    Fd fd;
-    std::chrono::steady_clock::time_point deadline;
-  };
-  std::vector<PendingPeer> peers_;  // reader role only
+  std::optional<wire::FrameReader> reader_;  // used only by the thread holding reader_mu_
+  std::vector<PendingPeer> peers_;           // acceptor thread only
 
   KernelRegistry registry_;
   ValueStore store_;
@@ -69,6 +82,8 @@ class WorkerServer {
 
   std::mutex write_mu_;   // serialises frames to the master
   std::mutex reader_mu_;  // held by the thread in the reader role
+  Fd timer_fd_;           // armed while a kernel runs; the follower waits on it
+  Fd takeover_fd_;        // eventfd: "take the reader role now" (a kernel is blocked)
 
   std::mutex queue_mu_;
   std::deque<PendingCall> queue_;  // guarded by queue_mu_
@@ -78,7 +93,7 @@ class WorkerServer {
   uint64_t next_fetch_ = 1;                                            // guarded by fetch_mu_
   std::unordered_map<uint64_t, std::shared_ptr<FetchSlot>> fetches_;  // guarded by fetch_mu_
 
-  std::thread second_;
+  std::thread serve_a_, serve_b_;
 };
 
 }  // namespace dj::detail

@@ -4,6 +4,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "sys.hpp"
@@ -136,6 +139,74 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
     if (detail::read_full(fd, frame.payload.data(), p.payload_bytes) != p.payload_bytes) {
       throw disconnected_mid_frame(fd, "payload");
     }
+  }
+  return frame;
+}
+
+bool FrameReader::fill(size_t at_least) {
+  while (buf_.size() - start_ < at_least) {
+    if (start_ > 0 && start_ >= buf_.size() / 2) {
+      buf_.erase(0, start_);
+      start_ = 0;
+    }
+    size_t have = buf_.size();
+    size_t want = std::max<size_t>(at_least - (have - start_), 64 * 1024);
+    buf_.resize(have + want);
+    ssize_t r;
+    do {
+      r = ::read(fd_, buf_.data() + have, want);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      buf_.resize(have);
+      if (errno == ECONNRESET) return false;
+      detail::throw_errno("read", "fd " + std::to_string(fd_));
+    }
+    buf_.resize(have + static_cast<size_t>(r));
+    if (r == 0) return false;
+  }
+  return true;
+}
+
+bool FrameReader::has_buffered_frame() const {
+  size_t avail = buf_.size() - start_;
+  if (avail < kFramePrefixBytes) return false;
+  uint32_t header;
+  uint64_t payload;
+  std::memcpy(&header, buf_.data() + start_ + 4, 4);
+  std::memcpy(&payload, buf_.data() + start_ + 8, 8);
+  return avail - kFramePrefixBytes >= header && avail - kFramePrefixBytes - header >= payload;
+}
+
+std::optional<Frame> FrameReader::next() {
+  if (!fill(kFramePrefixBytes)) {
+    if (buf_.size() == start_) return std::nullopt;
+    throw disconnected_mid_frame(fd_, "frame prefix");
+  }
+  unsigned char prefix[kFramePrefixBytes];
+  std::memcpy(prefix, buf_.data() + start_, sizeof prefix);
+  FramePrefix p = parse_prefix(prefix, max_payload_);
+  if (!fill(kFramePrefixBytes + p.header_bytes)) throw disconnected_mid_frame(fd_, "message header");
+  Frame frame{decode(buf_.substr(start_ + kFramePrefixBytes, p.header_bytes)), {}};
+  start_ += kFramePrefixBytes + p.header_bytes;
+  if (p.payload_bytes == 0) return frame;
+  size_t buffered = std::min<uint64_t>(buf_.size() - start_, p.payload_bytes);
+  if (buffered == p.payload_bytes) {
+    frame.payload.assign(buf_.data() + start_, buffered);
+    start_ += buffered;
+    return frame;
+  }
+  try {
+    frame.payload.resize(p.payload_bytes);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorKind::ResourceExhausted, "dj wire: cannot allocate " +
+                                                  std::to_string(p.payload_bytes) +
+                                                  " bytes for a frame payload");
+  }
+  std::memcpy(frame.payload.data(), buf_.data() + start_, buffered);
+  start_ += buffered;
+  size_t rest = p.payload_bytes - buffered;
+  if (detail::read_full(fd_, frame.payload.data() + buffered, rest) != rest) {
+    throw disconnected_mid_frame(fd_, "payload");
   }
   return frame;
 }

@@ -46,6 +46,27 @@ void write_frame(int fd, const Message& message, const char* payload, size_t pay
 // Throws: dj::Error(Disconnected) on EOF or error mid-frame, InvalidArgument on a bad frame.
 std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
 
+// Reads frames from a blocking fd through a buffer, so that a small frame costs one read()
+// instead of three. Large payloads are read straight into their own string.
+// Thread-safety: one reader at a time (the owner serialises).
+class FrameReader {
+ public:
+  explicit FrameReader(int fd, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes)
+      : fd_(fd), max_payload_(max_payload_bytes) {}
+  // Blocks until a whole frame is in. Returns nullopt on EOF at a frame boundary.
+  // Throws like read_frame.
+  std::optional<Frame> next();
+  // Whether next() can return a frame without reading (one is wholly buffered).
+  bool has_buffered_frame() const;
+
+ private:
+  bool fill(size_t at_least);  // false on EOF
+  int fd_;
+  uint64_t max_payload_;
+  std::string buf_;
+  size_t start_ = 0;
+};
+
 // Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.
 Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
 
