@@ -144,55 +144,61 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
 }
 
 bool FrameReader::fill(size_t at_least) {
-  while (buf_.size() - start_ < at_least) {
-    if (start_ > 0 && start_ >= buf_.size() / 2) {
-      buf_.erase(0, start_);
+  while (buffered() < at_least) {
+    if (cap_ - end_ < at_least - buffered() || cap_ - end_ < 4096) {
+      // Make room: slide the unread bytes to the front, growing when one header needs it.
+      size_t need = std::max(at_least, kChunk);
+      if (need > cap_) {
+        auto bigger = std::make_unique<char[]>(need);
+        std::memcpy(bigger.get(), buf_.get() + start_, buffered());
+        buf_ = std::move(bigger);
+        cap_ = need;
+      } else {
+        std::memmove(buf_.get(), buf_.get() + start_, buffered());
+      }
+      end_ -= start_;
       start_ = 0;
     }
-    size_t have = buf_.size();
-    size_t want = std::max<size_t>(at_least - (have - start_), 64 * 1024);
-    buf_.resize(have + want);
     ssize_t r;
     do {
-      r = ::read(fd_, buf_.data() + have, want);
+      r = ::read(fd_, buf_.get() + end_, cap_ - end_);
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
-      buf_.resize(have);
       if (errno == ECONNRESET) return false;
       detail::throw_errno("read", "fd " + std::to_string(fd_));
     }
-    buf_.resize(have + static_cast<size_t>(r));
     if (r == 0) return false;
+    end_ += static_cast<size_t>(r);
   }
   return true;
 }
 
 bool FrameReader::has_buffered_frame() const {
-  size_t avail = buf_.size() - start_;
+  size_t avail = buffered();
   if (avail < kFramePrefixBytes) return false;
   uint32_t header;
   uint64_t payload;
-  std::memcpy(&header, buf_.data() + start_ + 4, 4);
-  std::memcpy(&payload, buf_.data() + start_ + 8, 8);
+  std::memcpy(&header, buf_.get() + start_ + 4, 4);
+  std::memcpy(&payload, buf_.get() + start_ + 8, 8);
   return avail - kFramePrefixBytes >= header && avail - kFramePrefixBytes - header >= payload;
 }
 
 std::optional<Frame> FrameReader::next() {
   if (!fill(kFramePrefixBytes)) {
-    if (buf_.size() == start_) return std::nullopt;
+    if (buffered() == 0) return std::nullopt;
     throw disconnected_mid_frame(fd_, "frame prefix");
   }
   unsigned char prefix[kFramePrefixBytes];
-  std::memcpy(prefix, buf_.data() + start_, sizeof prefix);
+  std::memcpy(prefix, buf_.get() + start_, sizeof prefix);
   FramePrefix p = parse_prefix(prefix, max_payload_);
   if (!fill(kFramePrefixBytes + p.header_bytes)) throw disconnected_mid_frame(fd_, "message header");
-  Frame frame{decode(buf_.substr(start_ + kFramePrefixBytes, p.header_bytes)), {}};
+  Frame frame{decode(std::string(buf_.get() + start_ + kFramePrefixBytes, p.header_bytes)), {}};
   start_ += kFramePrefixBytes + p.header_bytes;
   if (p.payload_bytes == 0) return frame;
-  size_t buffered = std::min<uint64_t>(buf_.size() - start_, p.payload_bytes);
-  if (buffered == p.payload_bytes) {
-    frame.payload.assign(buf_.data() + start_, buffered);
-    start_ += buffered;
+  size_t taken = std::min<uint64_t>(buffered(), p.payload_bytes);
+  if (taken == p.payload_bytes) {
+    frame.payload.assign(buf_.get() + start_, taken);
+    start_ += taken;
     return frame;
   }
   try {
@@ -202,10 +208,10 @@ std::optional<Frame> FrameReader::next() {
                                                   std::to_string(p.payload_bytes) +
                                                   " bytes for a frame payload");
   }
-  std::memcpy(frame.payload.data(), buf_.data() + start_, buffered);
-  start_ += buffered;
-  size_t rest = p.payload_bytes - buffered;
-  if (detail::read_full(fd_, frame.payload.data() + buffered, rest) != rest) {
+  std::memcpy(frame.payload.data(), buf_.get() + start_, taken);
+  start_ += taken;
+  size_t rest = p.payload_bytes - taken;
+  if (detail::read_full(fd_, frame.payload.data() + taken, rest) != rest) {
     throw disconnected_mid_frame(fd_, "payload");
   }
   return frame;

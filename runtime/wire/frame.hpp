@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -61,10 +62,12 @@ class FrameReader {
 
  private:
   bool fill(size_t at_least);  // false on EOF
+  size_t buffered() const { return end_ - start_; }
+  static constexpr size_t kChunk = 64 * 1024;
   int fd_;
   uint64_t max_payload_;
-  std::string buf_;
-  size_t start_ = 0;
+  std::unique_ptr<char[]> buf_;  // never zero-filled: only [start_, end_) is meaningful
+  size_t cap_ = 0, start_ = 0, end_ = 0;
 };
 
 // Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.
