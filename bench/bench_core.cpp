@@ -5,6 +5,8 @@
 //   3. idle worker RSS (target: <= 8 MiB)
 // Usage: bench_core [--quick]
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -86,6 +88,33 @@ struct TcpFloor {
   }
 };
 
+// Pins every thread of process `pid` (or of this process when pid == 0) to one CPU.
+void pin_process(pid_t pid, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  std::string dir = "/proc/" + (pid ? std::to_string(pid) : std::string("self")) + "/task";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ::sched_setaffinity(std::atoi(e->d_name), sizeof set, &set);
+    }
+    ::closedir(d);
+  }
+}
+
+void unpin_process(pid_t pid) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &set);
+  std::string dir = "/proc/" + (pid ? std::to_string(pid) : std::string("self")) + "/task";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ::sched_setaffinity(std::atoi(e->d_name), sizeof set, &set);
+    }
+    ::closedir(d);
+  }
+}
+
 double spawn_true(int n) {
   auto t0 = Clock::now();
   std::vector<pid_t> pids;
@@ -130,11 +159,35 @@ int main(int argc, char** argv) {
   result("startup 4 workers", "dj", "ratio to floor", s_dj / s_floor, "x");
 
   // --- 1. latency: remotecall_fetch(add, 3, 3) vs raw TCP ping-pong ---------------------------
+  // Blocking round trips on 2 vCPUs are bimodal (cross-CPU wake-ups cost ~20 us each way), so
+  // both are measured in the same three placements: unpinned, both processes on one CPU, and
+  // master and worker (client and echo server) on different CPUs.
   int worker = dj::addprocs(1).front();
   auto add = dj::everywhere(plugin).kernel<double(double, double)>("add");
-  std::vector<double> rt_dj, rt_floor;
-  {
+  pid_t worker_os = static_cast<pid_t>(dj::worker_info(worker).os_pid);
+  struct Placement {
+    const char* name;
+    int master_cpu, worker_cpu;  // -1: unpinned
+  };
+  int ncpu = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  std::vector<Placement> placements{{"unpinned", -1, -1}, {"1 core pinned", 0, 0}};
+  if (ncpu > 1) placements.push_back({"2 cores pinned", 0, 1});
+  double worst_ratio = 0;
+  for (const Placement& where : placements) {
+    std::vector<double> rt_dj, rt_floor;
     TcpFloor floor;
+    auto place = [&](pid_t a, pid_t b) {
+      if (where.master_cpu < 0) {
+        unpin_process(0);
+        unpin_process(a);
+        unpin_process(b);
+      } else {
+        pin_process(0, where.master_cpu);
+        pin_process(a, where.worker_cpu);
+        pin_process(b, where.worker_cpu);
+      }
+    };
+    place(floor.child, worker_os);
     floor.round_trip(rounds / 4);  // warm up
     for (int i = 0; i < rounds / 4; ++i) dj::remotecall_fetch(add, worker, 3.0, 3.0);
     for (int b = 0; b < batches; ++b) {  // interleaved, so both see the same machine state
@@ -143,11 +196,16 @@ int main(int argc, char** argv) {
       for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, worker, 3.0, 3.0);
       rt_dj.push_back(seconds_since(t0) / rounds);
     }
+    double l_dj = median(rt_dj) * 1e6, l_floor = median(rt_floor) * 1e6;
+    std::string suffix = std::string(", ") + where.name;
+    result("latency add(3,3)", "raw TCP loopback ping-pong (floor)" + suffix, "round trip",
+           l_floor, "us");
+    result("latency add(3,3)", "dj remotecall_fetch" + suffix, "round trip", l_dj, "us");
+    result("latency add(3,3)", "dj" + suffix, "ratio to floor", l_dj / l_floor, "x");
+    worst_ratio = std::max(worst_ratio, l_dj / l_floor);
   }
-  double l_dj = median(rt_dj) * 1e6, l_floor = median(rt_floor) * 1e6;
-  result("latency add(3,3)", "raw TCP loopback ping-pong (floor)", "round trip", l_floor, "us");
-  result("latency add(3,3)", "dj remotecall_fetch", "round trip", l_dj, "us");
-  result("latency add(3,3)", "dj", "ratio to floor", l_dj / l_floor, "x");
+  unpin_process(0);
+  unpin_process(worker_os);
 
   // --- 3. idle worker memory ------------------------------------------------------------------
   double rss = static_cast<double>(dj::worker_stats(worker).rss_bytes) / (1 << 20);
@@ -155,8 +213,9 @@ int main(int argc, char** argv) {
 
   std::printf("runs: %d startup samples, %d latency batches x %d round trips (medians)\n",
               static_cast<int>(start_dj.size()), batches, rounds);
-  std::printf("targets: latency ratio <= 1.5 (%s), startup <= 30 ms (%s), idle RSS <= 8 MiB (%s)\n",
-              l_dj / l_floor <= 1.5 ? "met" : "NOT met", s_dj <= 30 ? "met" : "NOT met",
+  std::printf("targets: latency ratio <= 1.5 in every placement (worst %.2f: %s), "
+              "startup <= 30 ms (%s), idle RSS <= 8 MiB (%s)\n",
+              worst_ratio, worst_ratio <= 1.5 ? "met" : "NOT met", s_dj <= 30 ? "met" : "NOT met",
               rss <= 8 ? "met" : "NOT met");
   dj::rmprocs(dj::workers());
   return 0;

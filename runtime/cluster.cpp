@@ -344,6 +344,7 @@ void Cluster::shutdown() noexcept {
     for (auto& [pid, link] : links_) links.push_back(link);
   }
   for (auto& link : links) {
+    link->removing = true;  // Their exit is expected: no "worker N exited" lines.
     link->send(wire::Shutdown{"master exiting"});
     link->process->close_stdin();
   }

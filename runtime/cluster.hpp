@@ -47,6 +47,11 @@ struct WorkerLink {
   // connection to wait for its own reply without a hand-off (Cluster::await).
   std::mutex read_mu;
   wire::FrameReader reader;  // guarded by read_mu
+  // Whether the I/O thread's epoll watches the socket (guarded by read_mu). A borrower
+  // disarms it and leaves it so; the I/O thread re-arms it once no borrow happened for
+  // kRearmDelay, so a loop of remotecall_fetch costs no epoll_ctl per call.
+  bool armed = true;
+  std::atomic<int64_t> last_borrow_ns{0};
 
   // Output forwarding: the I/O thread, and retire() on a user thread for rmprocs.
   std::mutex output_mu;
@@ -119,6 +124,7 @@ class Cluster {
   void watch(const std::shared_ptr<WorkerLink>& link);
   void unwatch(WorkerLink& link) noexcept;
   void rearm(WorkerLink& link) noexcept;
+  void rearm_idle_links();
   // Reads and handles one frame from the link (caller holds read_mu). False once retired.
   bool read_one(const std::shared_ptr<WorkerLink>& link);
   // Waits for `reply`, reading the link's socket itself when no other thread is.
@@ -150,6 +156,7 @@ class Cluster {
   std::atomic<uint64_t> payload_bytes_received_{0};
   Fd wake_fd_;
   Fd epoll_fd_;
+  std::atomic<bool> some_link_disarmed_{false};
   std::atomic<bool> stopping_{false};
   std::thread io_;
 };

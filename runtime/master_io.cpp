@@ -22,6 +22,12 @@ void Cluster::wake() noexcept {
 namespace {
 // epoll data: 0 is the wake eventfd; otherwise pid << 2 | stream (0 socket, 1 stdout, 2 stderr).
 constexpr uint64_t kSocket = 0, kStdout = 1, kStderr = 2;
+constexpr int64_t kRearmDelayNs = 1000000;  // 1 ms without a borrow: the I/O thread reads again
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 uint64_t tag(int pid, uint64_t stream) { return static_cast<uint64_t>(pid) << 2 | stream; }
 }  // namespace
 
@@ -76,11 +82,15 @@ bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
 const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Reply& reply) {
   std::unique_lock reader(link->read_mu, std::try_to_lock);
   if (reader.owns_lock()) {
-    // Borrow the connection: disarm the I/O thread's interest (epoll takes effect even while it
-    // sleeps), read frames here until our reply is in, then hand the socket back.
-    epoll_event off{};
-    off.data.u64 = tag(link->pid, kSocket);
-    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link->socket.get(), &off);
+    // Borrow the connection: read frames here until our reply is in. The I/O thread's interest
+    // is disarmed (epoll takes effect even while it sleeps) and left so; the I/O thread
+    // re-arms it when borrowing stops (rearm_idle_links).
+    if (link->armed) {
+      epoll_event off{};
+      off.data.u64 = tag(link->pid, kSocket);
+      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link->socket.get(), &off);
+      link->armed = false;
+    }
     for (;;) {
       {
         std::lock_guard lock(reply.mu);
@@ -88,15 +98,47 @@ const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Rep
       }
       if (!read_one(link)) break;  // Retired: the reply was completed with the error.
     }
-    rearm(*link);
+    link->last_borrow_ns = now_ns();
+    reader.unlock();
+    if (!some_link_disarmed_.exchange(true)) wake();  // The I/O thread starts its re-arm tick.
   }
   return reply.wait();
+}
+
+void Cluster::rearm_idle_links() {
+  some_link_disarmed_ = false;  // Before scanning: a borrow after this sets it again.
+  std::vector<std::shared_ptr<WorkerLink>> links;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [pid, link] : links_) links.push_back(link);
+  }
+  bool still = false;
+  int64_t now = now_ns();
+  for (auto& link : links) {
+    std::unique_lock reader(link->read_mu, std::try_to_lock);
+    if (!reader.owns_lock()) {
+      still = true;  // Being borrowed right now.
+      continue;
+    }
+    if (link->armed) continue;
+    if (now - link->last_borrow_ns.load() < kRearmDelayNs) {
+      still = true;
+      continue;
+    }
+    link->armed = true;
+    rearm(*link);
+  }
+  if (still) some_link_disarmed_ = true;
 }
 
 void Cluster::io_main() {
   epoll_event events[64];
   while (!stopping_.load()) {
-    int n = ::epoll_wait(epoll_fd_.get(), events, 64, -1);
+    // While some connection is left disarmed by a borrower, tick every millisecond to re-arm
+    // it once borrowing stops; otherwise sleep until an event.
+    int timeout = some_link_disarmed_.load() ? 1 : -1;
+    int n = ::epoll_wait(epoll_fd_.get(), events, 64, timeout);
+    if (timeout >= 0) rearm_idle_links();
     if (n < 0) {
       if (errno == EINTR) continue;
       log_line(std::string("master I/O loop: epoll_wait failed: ") + std::strerror(errno));
@@ -129,7 +171,12 @@ void Cluster::io_main() {
           break;
         default: {
           std::unique_lock reader(link->read_mu, std::try_to_lock);
-          if (!reader.owns_lock()) break;  // A borrower reads it and re-arms when done.
+          if (!reader.owns_lock() || !link->armed) {
+            // A borrower reads it; the one-shot event is spent, so mark it for re-arming.
+            if (reader.owns_lock()) link->armed = false;
+            some_link_disarmed_ = true;
+            break;
+          }
           if (read_one(link)) rearm(*link);
           break;
         }

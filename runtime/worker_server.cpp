@@ -165,13 +165,17 @@ int WorkerServer::run(std::chrono::milliseconds accept_timeout) {
   for (;;) accept_step(-1);
 }
 
-void WorkerServer::set_timer(bool armed) noexcept {
+int64_t WorkerServer::now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void WorkerServer::arm_timer(std::chrono::nanoseconds after) noexcept {
   itimerspec spec{};
-  if (armed) {
-    auto us = kTakeoverDelay.count();
-    spec.it_value.tv_sec = us / 1000000;
-    spec.it_value.tv_nsec = (us % 1000000) * 1000;
-  }
+  auto ns = std::max<int64_t>(after.count(), 1000);
+  spec.it_value.tv_sec = ns / 1000000000;
+  spec.it_value.tv_nsec = ns % 1000000000;
   ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
 }
 
@@ -182,15 +186,23 @@ void WorkerServer::request_takeover() noexcept {
 }
 
 void WorkerServer::wait_for_takeover() {
+  const int64_t delay_ns = std::chrono::nanoseconds(kTakeoverDelay).count();
   for (;;) {
     pollfd fds[2] = {{timer_fd_.get(), POLLIN, 0}, {takeover_fd_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) throw_errno("poll", "worker follower");
     uint64_t count;
-    ssize_t ignored = ::read(timer_fd_.get(), &count, sizeof count);
-    ignored = ::read(takeover_fd_.get(), &count, sizeof count);
+    ssize_t ignored = ::read(takeover_fd_.get(), &count, sizeof count);
     (void)ignored;
-    std::lock_guard q(queue_mu_);
-    if (running_) return;  // A kernel holds on: read in its place.
+    if (fds[1].revents) return;  // A kernel blocks on another process: read for it.
+    ignored = ::read(timer_fd_.get(), &count, sizeof count);
+    timer_armed_ = false;  // Before looking at running_: see serve() for the other half.
+    {
+      std::lock_guard q(queue_mu_);
+      if (!running_) continue;  // Idle: let the timer lapse.
+    }
+    int64_t waited = now_ns() - batch_start_ns_.load();
+    if (waited >= delay_ns) return;  // The kernels have kept the connection unread too long.
+    if (!timer_armed_.exchange(true)) arm_timer(std::chrono::nanoseconds(delay_ns - waited));
   }
 }
 
@@ -224,7 +236,10 @@ void WorkerServer::serve() {
         to_run.emplace(std::move(pending));
       }
     }
-    set_timer(true);
+    // running_ is set (above) before the timer flag is read here, and the follower clears the
+    // flag before reading running_: so one of the two always arms the timer.
+    batch_start_ns_ = now_ns();
+    if (!timer_armed_.exchange(true)) arm_timer(kTakeoverDelay);
     reader.unlock();  // Nobody waits on it: no wake-up. The follower's timer covers us.
     run_calls(std::move(*to_run));
   }
@@ -237,8 +252,7 @@ void WorkerServer::run_calls(PendingCall first) {
     reply(current, std::move(outcome));
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
-      running_ = false;
-      set_timer(false);
+      running_ = false;  // The timer, if armed, lapses in the follower.
       return;
     }
     current = std::move(queue_.front());

@@ -12,6 +12,7 @@
 // that arrive meanwhile queue.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -62,7 +63,8 @@ class WorkerServer {
   void serve();
   void wait_for_takeover();
   void request_takeover() noexcept;
-  void set_timer(bool armed) noexcept;
+  void arm_timer(std::chrono::nanoseconds after) noexcept;
+  static int64_t now_ns() noexcept;
   void handle_control(wire::Frame&& frame);
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
@@ -82,7 +84,12 @@ class WorkerServer {
 
   std::mutex write_mu_;   // serialises frames to the master
   std::mutex reader_mu_;  // held by the thread in the reader role
-  Fd timer_fd_;           // armed while a kernel runs; the follower waits on it
+  Fd timer_fd_;           // armed while kernels run; the follower waits on it
+  // Arming a timer costs a few microseconds on a VM, so it is not armed and disarmed per call:
+  // it is armed when a batch of kernels starts and none is armed, and when it fires the
+  // follower re-arms it for the rest of the current batch's delay, or lets it lapse if idle.
+  std::atomic<bool> timer_armed_{false};
+  std::atomic<int64_t> batch_start_ns_{0};  // when the running batch of kernels started
   Fd takeover_fd_;        // eventfd: "take the reader role now" (a kernel is blocked)
 
   std::mutex queue_mu_;
