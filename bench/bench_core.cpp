@@ -46,7 +46,25 @@ struct TcpFloor {
   pid_t child = -1;
   int fd = -1;
 
-  TcpFloor() {
+  // unix_socket: the same ping-pong over a Unix socket pair (the transport dj uses for
+  // same-host workers), printed for transparency next to the TCP floor the target names.
+  explicit TcpFloor(bool unix_socket = false) {
+    if (unix_socket) {
+      int sv[2];
+      ::socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+      child = ::fork();
+      if (child == 0) {
+        ::close(sv[0]);
+        char buf[64];
+        for (;;) {
+          read_exact(sv[1], buf, 64);
+          if (::write(sv[1], buf, 64) != 64) ::_exit(0);
+        }
+      }
+      ::close(sv[1]);
+      fd = sv[0];
+      return;
+    }
     int listener = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -174,8 +192,9 @@ int main(int argc, char** argv) {
   if (ncpu > 1) placements.push_back({"2 cores pinned", 0, 1});
   double worst_ratio = 0;
   for (const Placement& where : placements) {
-    std::vector<double> rt_dj, rt_floor;
+    std::vector<double> rt_dj, rt_floor, rt_unix;
     TcpFloor floor;
+    TcpFloor unix_floor(true);
     auto place = [&](pid_t a, pid_t b) {
       if (where.master_cpu < 0) {
         unpin_process(0);
@@ -188,10 +207,13 @@ int main(int argc, char** argv) {
       }
     };
     place(floor.child, worker_os);
+    place(unix_floor.child, worker_os);
     floor.round_trip(rounds / 4);  // warm up
+    unix_floor.round_trip(rounds / 4);
     for (int i = 0; i < rounds / 4; ++i) dj::remotecall_fetch(add, worker, 3.0, 3.0);
     for (int b = 0; b < batches; ++b) {  // interleaved, so both see the same machine state
       rt_floor.push_back(floor.round_trip(rounds));
+      rt_unix.push_back(unix_floor.round_trip(rounds));
       auto t0 = Clock::now();
       for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, worker, 3.0, 3.0);
       rt_dj.push_back(seconds_since(t0) / rounds);
@@ -200,8 +222,11 @@ int main(int argc, char** argv) {
     std::string suffix = std::string(", ") + where.name;
     result("latency add(3,3)", "raw TCP loopback ping-pong (floor)" + suffix, "round trip",
            l_floor, "us");
+    double l_unix = median(rt_unix) * 1e6;
+    result("latency add(3,3)", "raw Unix socket ping-pong" + suffix, "round trip", l_unix, "us");
     result("latency add(3,3)", "dj remotecall_fetch" + suffix, "round trip", l_dj, "us");
     result("latency add(3,3)", "dj" + suffix, "ratio to floor", l_dj / l_floor, "x");
+    result("latency add(3,3)", "dj" + suffix, "ratio to raw Unix socket", l_dj / l_unix, "x");
     worst_ratio = std::max(worst_ratio, l_dj / l_floor);
   }
   unpin_process(0);

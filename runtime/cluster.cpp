@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 
 #include "identity.hpp"
 #include "managers/local_manager.hpp"
@@ -203,9 +204,16 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
                     (line ? " [first output line: '" + *line + "']" : ""),
                 pid);
   }
-  std::string address = line->substr(kPrefix.size());
+  // "HOST:PORT unix:@NAME host:IDENTITY": a worker on this host (same kernel and /dev/shm) is
+  // reached through its abstract Unix socket, any other through TCP.
+  std::istringstream fields(line->substr(kPrefix.size()));
+  std::string address, unix_field, host_field;
+  fields >> address >> unix_field >> host_field;
   auto [host, port] = split_host_port(address);
-  Fd sock = connect_tcp(host, port, std::chrono::milliseconds(std::max(ms_left(deadline), 1)));
+  auto connect_timeout = std::chrono::milliseconds(std::max(ms_left(deadline), 1));
+  bool same_host = unix_field.rfind("unix:@", 0) == 0 && host_field == "host:" + host_identity();
+  Fd sock = same_host ? connect_unix_abstract(unix_field.substr(6), connect_timeout)
+                      : connect_tcp(host, port, connect_timeout);
   wire::write_frame(sock.get(), wire::Hello{cookie_, pid, 1, wire::kProtocolVersion});
   set_receive_timeout(sock.get(), std::chrono::milliseconds(std::max(ms_left(deadline), 1)));
   auto frame = wire::read_frame(sock.get());

@@ -8,8 +8,10 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 
 #include "sys.hpp"
@@ -40,6 +42,8 @@ std::string format_address(const sockaddr_storage& ss) {
     const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
     ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
     port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_UNIX) {
+    return "unix";
   } else if (ss.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
@@ -140,6 +144,50 @@ Fd connect_tcp(const std::string& host, uint16_t port, std::chrono::milliseconds
   set_nonblocking(fd.get(), false);
   set_nodelay(fd.get());
   return fd;
+}
+
+namespace {
+sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (name.size() + 1 > sizeof addr.sun_path) {
+    throw Error(ErrorKind::InvalidArgument, "unix socket name '" + name + "' is too long");
+  }
+  addr.sun_path[0] = '\0';  // abstract namespace
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return addr;
+}
+}  // namespace
+
+Fd listen_unix_abstract(const std::string& name) {
+  socklen_t len;
+  sockaddr_un addr = abstract_address(name, len);
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("socket", "unix @" + name);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    throw_errno("bind", "unix @" + name);
+  }
+  if (::listen(fd.get(), 128) != 0) throw_errno("listen", "unix @" + name);
+  return fd;
+}
+
+Fd connect_unix_abstract(const std::string& name, std::chrono::milliseconds timeout) {
+  socklen_t len;
+  sockaddr_un addr = abstract_address(name, len);
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("socket", "unix @" + name);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0) return fd;
+    if (errno != EINTR && errno != EAGAIN) {
+      throw Error(ErrorKind::Disconnected,
+                  "cannot connect to unix @" + name + ": " + std::strerror(errno));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw Error(ErrorKind::Disconnected, "cannot connect to unix @" + name + ": timed out");
+    }
+  }
 }
 
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {

@@ -35,6 +35,11 @@ std::string peer_address(int fd);
 Fd accept_tcp(int listen_fd);
 // Connects to host:port within `timeout`. Throws: dj::Error(Disconnected) naming the address.
 Fd connect_tcp(const std::string& host, uint16_t port, std::chrono::milliseconds timeout);
+// Listens on / connects to a Linux abstract Unix socket (no file: nothing to clean up; scoped
+// to the network namespace, so only processes on this host can reach it). Same-host workers
+// are reached this way: the kernel's Unix path is several microseconds cheaper than TCP.
+Fd listen_unix_abstract(const std::string& name);
+Fd connect_unix_abstract(const std::string& name, std::chrono::milliseconds timeout);
 // Bounds blocking reads on fd (0 = unbounded).
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 // Splits "host:port". Throws: InvalidArgument.

@@ -9,7 +9,9 @@
 #include <string>
 
 #include "dj/dj.hpp"
+#include "identity.hpp"
 #include "net.hpp"
+#include "plugins/sha256.hpp"
 #include "sys.hpp"
 #include "worker_server.hpp"
 
@@ -60,9 +62,16 @@ int main(int argc, char** argv) {
   }
   try {
     dj::detail::Fd listener = dj::detail::listen_tcp(bind, 0);
-    std::printf("dj-worker listening on %s\n", dj::detail::local_address(listener.get()).c_str());
+    // A same-host master connects through the abstract Unix socket instead (cheaper); the
+    // host identity on the line tells it whether it is on the same host.
+    std::string unix_name = "dj-worker-" + std::to_string(::getpid()) + "-" +
+                            dj::detail::to_hex(dj::detail::random_bytes(8));
+    dj::detail::Fd local = dj::detail::listen_unix_abstract(unix_name);
+    std::printf("dj-worker listening on %s unix:@%s host:%s\n",
+                dj::detail::local_address(listener.get()).c_str(), unix_name.c_str(),
+                dj::detail::host_identity().c_str());
     std::fflush(stdout);
-    dj::detail::WorkerServer server(cookie_hex, std::move(listener));
+    dj::detail::WorkerServer server(cookie_hex, std::move(listener), std::move(local));
     return server.run(std::chrono::milliseconds(accept_timeout_ms));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dj-worker: %s\n", e.what());

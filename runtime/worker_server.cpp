@@ -25,9 +25,10 @@ struct WorkerServer::FetchSlot {
   StoredValue value;       // guarded by mu
 };
 
-WorkerServer::WorkerServer(std::string cookie, Fd listener)
+WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
     : cookie_(std::move(cookie)),
       listener_(std::move(listener)),
+      local_listener_(std::move(local_listener)),
       ctx_{registry_, store_, 0,
            [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }},
       timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
@@ -35,6 +36,7 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener)
   if (!timer_fd_) throw_errno("timerfd_create", "worker");
   if (!takeover_fd_) throw_errno("eventfd", "worker");
   set_nonblocking(listener_.get(), true);
+  set_nonblocking(local_listener_.get(), true);
 }
 
 WorkerServer::~WorkerServer() {
@@ -81,9 +83,9 @@ void WorkerServer::drop_peer(size_t index, const std::string& why) {
   peers_.erase(peers_.begin() + static_cast<long>(index));
 }
 
-void WorkerServer::handle_new_peers() {
+void WorkerServer::handle_new_peers(int listen_fd) {
   for (;;) {
-    Fd fd = accept_tcp(listener_.get());
+    Fd fd = accept_tcp(listen_fd);
     if (!fd) return;
     set_receive_timeout(fd.get(), std::chrono::milliseconds(500));
     peers_.push_back({std::move(fd), Clock::now() + kHandshakeDeadline});
@@ -113,7 +115,10 @@ void WorkerServer::handle_pending_peer(size_t index) {
 }
 
 void WorkerServer::accept_step(int timeout_ms) {
-  std::vector<pollfd> fds{{STDIN_FILENO, POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+  std::vector<pollfd> fds{{STDIN_FILENO, POLLIN, 0},
+                          {listener_.get(), POLLIN, 0},
+                          {local_listener_.get(), POLLIN, 0}};
+  constexpr size_t kFirstPeer = 3;
   for (auto& p : peers_) fds.push_back({p.fd.get(), POLLIN, 0});
   auto now = Clock::now();
   for (auto& p : peers_) {
@@ -132,12 +137,13 @@ void WorkerServer::accept_step(int timeout_ms) {
   }
   now = Clock::now();
   // Walk backwards: handling a peer removes it from peers_.
-  for (size_t i = fds.size(); i-- > 2;) {
-    size_t index = i - 2;
+  for (size_t i = fds.size(); i-- > kFirstPeer;) {
+    size_t index = i - kFirstPeer;
     if (fds[i].revents) handle_pending_peer(index);
     else if (peers_[index].deadline <= now) drop_peer(index, "no Hello within 2000 ms");
   }
-  if (fds[1].revents & POLLIN) handle_new_peers();
+  if (fds[1].revents & POLLIN) handle_new_peers(listener_.get());
+  if (fds[2].revents & POLLIN) handle_new_peers(local_listener_.get());
 }
 
 void WorkerServer::send(const wire::Message& message, const std::string& payload) {

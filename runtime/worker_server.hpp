@@ -37,8 +37,9 @@ class WorkerServer {
   // How long a kernel may keep the master connection unread before the follower reads it.
   static constexpr std::chrono::microseconds kTakeoverDelay{1000};
 
-  // Lifetime: the server owns `listener`. `cookie` authenticates every peer.
-  WorkerServer(std::string cookie, Fd listener);
+  // Lifetime: the server owns both listeners (TCP, and the abstract Unix socket that
+  // same-host masters use). `cookie` authenticates every peer on either.
+  WorkerServer(std::string cookie, Fd listener, Fd local_listener);
   ~WorkerServer();
 
   // Waits for the master (up to `accept_timeout`), then serves it until it is gone or asks for
@@ -54,7 +55,7 @@ class WorkerServer {
 
   // Acceptor thread.
   void accept_step(int timeout_ms);
-  void handle_new_peers();
+  void handle_new_peers(int listen_fd);
   void handle_pending_peer(size_t index);
   void drop_peer(size_t index, const std::string& why);
   bool check_hello(const wire::Frame& frame, std::string& why) const;
@@ -74,6 +75,7 @@ class WorkerServer {
 
   const std::string cookie_;
   Fd listener_;
+  Fd local_listener_;
   Fd master_;
   std::optional<wire::FrameReader> reader_;  // used only by the thread holding reader_mu_
   std::vector<PendingPeer> peers_;           // acceptor thread only
