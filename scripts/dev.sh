@@ -54,6 +54,7 @@ case "$cmd" in
     install_packages
     configure_and_build "$build"
     install_dj
+    cmake --build "$build" --target check-headers  # every public header compiles on its own
     echo "== test suite (plain build)"
     ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 300
     if [ "${DJ_SKIP_SANITIZE:-0}" != 1 ]; then
