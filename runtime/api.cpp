@@ -16,8 +16,17 @@ const char* to_string(ErrorKind kind) noexcept {
     case ErrorKind::Disconnected: return "Disconnected";
     case ErrorKind::ResourceExhausted: return "ResourceExhausted";
     case ErrorKind::Internal: return "Internal";
+    case ErrorKind::Cancelled: return "Cancelled";
   }
   return "Unknown";
+}
+
+bool interrupted() noexcept { return detail::is_interrupted(); }
+
+void check_interrupt() {
+  if (detail::is_interrupted()) {
+    throw Error(ErrorKind::Cancelled, "interrupted by interrupt()", myid());
+  }
 }
 
 std::vector<int> procs() {
@@ -43,7 +52,7 @@ std::vector<int> addprocs(int n, const LocalOptions& options) {
   }
   LocalManager manager(options.exename.empty() ? LocalManager::default_exename()
                                                : options.exename);
-  return cluster.add_workers(manager, n, options.timeout);
+  return cluster.add_workers(manager, n, options.timeout);  // marks them local
 }
 
 void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {
@@ -110,6 +119,16 @@ bool ref_ready(const std::shared_ptr<RefState>& ref) {
   return ref->status != RefStatus::kPending;
 }
 int ref_owner(const std::shared_ptr<RefState>& ref) { return ref->owner; }
+void on_ready(const std::shared_ptr<RefState>& ref, std::function<void()> f) {
+  {
+    std::lock_guard lock(ref->mu);
+    if (ref->status == RefStatus::kPending) {
+      ref->on_ready.push_back(std::move(f));
+      return;
+    }
+  }
+  f();
+}
 void check_kernel(const std::string& plugin, const std::string& name,
                   const std::string& signature) {
   Cluster::instance().check_kernel(plugin, name, signature);

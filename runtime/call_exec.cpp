@@ -1,12 +1,18 @@
 // Argument decoding, signature checks and kernel invocation for one call.
 #include "call_exec.hpp"
 
+#include <atomic>
 #include <cstring>
 
 #include "dj/error.hpp"
 
 namespace dj::detail {
 namespace {
+
+// Interrupt generations (see interrupt_all): the process-wide count, and the one the running
+// call was accepted under.
+std::atomic<uint64_t> g_interrupt_generation{0};
+std::atomic<uint64_t> g_running_generation{0};
 
 template <class T>
 T load(const std::string& blob, size_t& at) {
@@ -90,8 +96,10 @@ std::string not_loaded_message(const std::string& kernel, int pid) {
 }
 
 PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string args) {
-  PendingCall p{std::move(call), std::move(args), {}, nullptr, {}};
+  PendingCall p{std::move(call), std::move(args), {}, nullptr, {},
+                g_interrupt_generation.load()};
   p.kernel = ctx.registry.find(p.call.kernel_id);
+  if (p.call.mode == wire::CallMode::kBatch) return p;  // Elements are parsed one by one.
   try {
     p.parsed = parse_args(p.args);
   } catch (const Error& e) {
@@ -105,7 +113,18 @@ PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string arg
   return p;
 }
 
-CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
+namespace {
+
+CallOutcome cancelled(const ExecContext& ctx, const std::string& kernel) {
+  return failure(ErrorKind::Cancelled,
+                 "on worker " + std::to_string(ctx.self_pid) + ": call of '" + kernel +
+                     "' was cancelled by interrupt() before it started",
+                 ctx.self_pid, kernel);
+}
+
+// Runs the kernel on already-parsed arguments (refs resolved here).
+CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
+                       const std::vector<ParsedArg>& parsed) {
   const int pid = ctx.self_pid;
   const std::string& name = p.call.kernel_name;
   // Values of reference arguments, kept alive until the kernel returns.
@@ -114,8 +133,8 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
   std::string problem;
   ErrorKind kind = ErrorKind::InvalidArgument;
 
-  for (size_t i = 0; i < p.parsed.size(); ++i) {
-    const ParsedArg& a = p.parsed[i];
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    const ParsedArg& a = parsed[i];
     if (!a.is_ref) {
       args.push_back({a.data, a.size});
       continue;
@@ -170,6 +189,12 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
   SinkState state;
   dj_sink sink{&state, &sink_reserve, &sink_fail};
   p.kernel->invoke(args.data(), args.size(), &sink);
+  if (state.failed && is_interrupted()) {
+    return failure(ErrorKind::Cancelled,
+                   "on worker " + std::to_string(pid) + ": kernel '" + name +
+                       "' was interrupted: " + state.message,
+                   pid, name);
+  }
   if (state.failed) {
     return failure(ErrorKind::RemoteFailure,
                    "on worker " + std::to_string(pid) + ": kernel '" + name + "' threw: " +
@@ -186,6 +211,82 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
   out.ok = true;
   out.result = std::move(state.result);
   return out;
+}
+
+template <class T>
+void put_pod(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+}  // namespace
+
+void interrupt_all() noexcept { g_interrupt_generation.fetch_add(1); }
+bool is_interrupted() noexcept {
+  return g_running_generation.load(std::memory_order_relaxed) <
+         g_interrupt_generation.load(std::memory_order_relaxed);
+}
+
+CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
+  g_running_generation = p.generation;
+  if (is_interrupted()) return cancelled(ctx, p.call.kernel_name);
+  return run_parsed(ctx, p, p.parsed);
+}
+
+std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
+  g_running_generation = p.generation;
+  std::string out;
+  size_t at = 0;
+  for (uint32_t i = 0; i < p.call.batch_count; ++i) {
+    CallOutcome o;
+    try {
+      auto len = load<uint64_t>(p.args, at);
+      if (len > p.args.size() - at) {
+        throw Error(ErrorKind::InvalidArgument, "dj: batch element overruns the payload");
+      }
+      if (is_interrupted()) {
+        o = cancelled(ctx, p.call.kernel_name);
+      } else {
+        std::string blob = p.args.substr(at, static_cast<size_t>(len));
+        std::vector<ParsedArg> parsed = parse_args(blob);
+        for (const auto& a : parsed) {
+          if (a.is_ref) throw Error(ErrorKind::InvalidArgument, "dj: pmap elements cannot be Futures");
+        }
+        o = run_parsed(ctx, p, parsed);
+      }
+      at += static_cast<size_t>(len);
+    } catch (const Error& e) {
+      o = failure(e.kind(), "on worker " + std::to_string(ctx.self_pid) + ": " + e.what(),
+                  ctx.self_pid, p.call.kernel_name);
+      at = p.args.size();  // A malformed batch: the rest cannot be located.
+    }
+    const std::string& body = o.ok ? o.result : o.error.message;
+    out += static_cast<char>(o.ok ? 1 : static_cast<int>(o.error.kind) + 2);
+    put_pod<uint64_t>(out, body.size());
+    out += body;
+  }
+  return out;
+}
+
+std::vector<CallOutcome> parse_batch_results(const std::string& payload, uint32_t count) {
+  std::vector<CallOutcome> results(count);
+  size_t at = 0;
+  for (auto& r : results) {
+    auto tag = load<uint8_t>(payload, at);
+    auto len = load<uint64_t>(payload, at);
+    if (len > payload.size() - at) {
+      throw Error(ErrorKind::InvalidArgument, "dj: batch result overruns its payload");
+    }
+    std::string body = payload.substr(at, static_cast<size_t>(len));
+    at += static_cast<size_t>(len);
+    if (tag == 1) {
+      r.ok = true;
+      r.result = std::move(body);
+    } else {
+      r.error.kind = static_cast<ErrorKind>(std::min<int>(tag - 2, static_cast<int>(ErrorKind::Cancelled)));
+      r.error.message = std::move(body);
+    }
+  }
+  return results;
 }
 
 }  // namespace dj::detail

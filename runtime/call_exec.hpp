@@ -44,6 +44,11 @@ struct ExecContext {
   std::function<StoredValue(int owner, uint64_t ref)> fetch_remote;
 };
 
+// Interrupts are a generation count: interrupt_all() cancels every call accepted before it
+// (the running one sees dj::interrupted() turn true; queued ones fail before they start).
+void interrupt_all() noexcept;
+bool is_interrupted() noexcept;
+
 // A received call, resolved against the registry at arrival (so a later reload does not
 // change what it runs) and with its local reference arguments pinned.
 struct PendingCall {
@@ -52,6 +57,7 @@ struct PendingCall {
   std::vector<ParsedArg> parsed;
   std::shared_ptr<const KernelEntry> kernel;  // null: not loaded here
   std::string arrival_error;                  // set when the blob is malformed
+  uint64_t generation = 0;                    // interrupt generation at arrival
 };
 
 // Parses and pins; never throws (problems are recorded for execute_call to report).
@@ -60,6 +66,14 @@ PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string arg
 // Runs the call. Never throws: every failure becomes a CallOutcome error that names the
 // worker, the kernel and the problem.
 CallOutcome execute_call(const ExecContext& ctx, PendingCall& pending);
+
+// Runs a batch-mode call: the kernel on each of the call's argument lists, in order. Returns
+// the Result payload: per element u8 ok, u64 length, then the encoded value or the error text.
+// Once interrupted, the remaining elements fail with kind Cancelled. Never throws.
+std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
+
+// Decodes a batch Result payload into per-element outcomes. Throws InvalidArgument if malformed.
+std::vector<CallOutcome> parse_batch_results(const std::string& payload, uint32_t count);
 
 // The text of the "kernel not loaded" error (the notebook's "What happened?" cell).
 std::string not_loaded_message(const std::string& kernel, int pid);

@@ -256,9 +256,13 @@ std::vector<int> Cluster::add_workers(ClusterManager& manager, int n,
                               " failed; no worker was added: " + e.what(),
                 e.worker());
   }
+  const bool local = dynamic_cast<LocalManager*>(&manager) != nullptr;
   {
     std::lock_guard lock(mu_);
-    for (auto& link : links) links_[link->pid] = link;
+    for (auto& link : links) {
+      link->is_local = local;
+      links_[link->pid] = link;
+    }
   }
   for (auto& link : links) watch(link);
   std::vector<ShippedPlugin> plugins;

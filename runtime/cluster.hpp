@@ -43,6 +43,7 @@ struct WorkerLink {
   std::mutex write_mu;
   std::atomic<int> in_flight{0};
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
+  bool is_local = false;              // started by LocalManager: interrupt() may replace it
   // Held by whichever thread reads `socket`: the I/O thread, or a user thread that borrowed the
   // connection to wait for its own reply without a hand-off (Cluster::await).
   std::mutex read_mu;
@@ -85,6 +86,13 @@ class Cluster {
   std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
   std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
   void call_discard(int pid, const CallTarget& k, ArgBlob&& args);
+  // Sends a batch-mode call (pmap); `then` runs on the I/O thread (or the local executor) with
+  // the Result, or with a Disconnected Result if the worker dies.
+  void call_batch(int pid, const CallTarget& k, std::string payload, uint32_t count,
+                  std::function<void(Reply&)> then);
+  // Sends Interrupt to each pid, waits up to `grace` for their calls to end, and kills and
+  // replaces (local workers) those still busy.
+  void interrupt(const std::vector<int>& pids, std::chrono::milliseconds grace);
   int least_loaded() const;
   std::string fetch(const RefState& ref);
   void release(int owner, uint64_t id) noexcept;

@@ -2,9 +2,11 @@
 // running calls on pid 1, and loading plugins everywhere.
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "cluster.hpp"
 #include "identity.hpp"
+#include "managers/local_manager.hpp"
 #include "plugins/sha256.hpp"
 #include "sys.hpp"
 
@@ -12,8 +14,8 @@ namespace dj::detail {
 namespace {
 
 wire::Call make_call(const CallTarget& k, wire::CallMode mode, uint64_t request_id,
-                     uint64_t ref_id) {
-  return wire::Call{request_id, ref_id, k.id, *k.name, *k.signature, mode};
+                     uint64_t ref_id, uint32_t batch_count = 0) {
+  return wire::Call{request_id, ref_id, k.id, *k.name, *k.signature, mode, batch_count};
 }
 
 void throw_if_failed(const wire::Message& m) {
@@ -100,6 +102,77 @@ void Cluster::call_discard(int pid, const CallTarget& k, ArgBlob&& args) {
     }
   }
   link->send(make_call(k, wire::CallMode::kDiscard, 0, ref_id), args.bytes);
+}
+
+void Cluster::call_batch(int pid, const CallTarget& k, std::string payload, uint32_t count,
+                         std::function<void(Reply&)> then) {
+  auto reply = std::make_shared<Reply>();
+  reply->then = std::move(then);
+  if (pid == 1) {
+    auto pending = std::make_shared<PendingCall>(
+        accept_call(ctx_, make_call(k, wire::CallMode::kBatch, 0, 0, count), std::move(payload)));
+    local_.submit([this, pending, reply] {
+      std::string results = execute_batch(ctx_, *pending);
+      reply->complete(wire::Result{0, true, {}}, std::move(results));
+    });
+    return;
+  }
+  reply->is_call = true;
+  std::shared_ptr<WorkerLink> link;
+  uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(pid);
+    id = next_id_locked();
+    link->replies[id] = reply;
+    link->in_flight.fetch_add(1);
+  }
+  link->send(make_call(k, wire::CallMode::kBatch, id, 0, count), payload);
+}
+
+void Cluster::interrupt(const std::vector<int>& pids, std::chrono::milliseconds grace) {
+  std::vector<std::shared_ptr<WorkerLink>> targets;
+  {
+    std::lock_guard lock(mu_);
+    for (int pid : pids) {
+      if (pid == 1) {
+        throw Error(ErrorKind::InvalidArgument,
+                    "interrupt: pid 1 is the master; interrupt workers only", 1);
+      }
+      targets.push_back(find_locked(pid));
+    }
+  }
+  for (auto& link : targets) link->send(wire::Interrupt{});
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  for (auto& link : targets) {
+    while (link->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  for (auto& link : targets) {
+    if (link->in_flight.load() == 0) continue;
+    {
+      std::lock_guard lock(mu_);
+      if (!links_.count(link->pid)) continue;  // died meanwhile
+    }
+    // Last resort: the kernel ignores dj::interrupted(). Its calls fail with ProcessExited.
+    link->process->kill();
+    std::string replacement;
+    if (link->is_local) {
+      try {
+        LocalManager manager(LocalManager::default_exename());
+        replacement = " and started worker " +
+                      std::to_string(add_workers(manager, 1, std::chrono::milliseconds(20000))
+                                         .front()) +
+                      " in its place";
+      } catch (const Error& e) {
+        replacement = "; no replacement could be started: " + std::string(e.what());
+      }
+    }
+    log_line("interrupt: worker " + std::to_string(link->pid) +
+             " did not stop its kernel within " + std::to_string(grace.count()) +
+             " ms; killed it" + replacement);
+  }
 }
 
 int Cluster::least_loaded() const {

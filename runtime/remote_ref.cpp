@@ -10,11 +10,16 @@ RefState::~RefState() {
 }
 
 void RefState::complete(bool ok, wire::RemoteError e) {
-  std::lock_guard lock(mu);
-  if (status != RefStatus::kPending) return;
-  status = ok ? RefStatus::kReady : RefStatus::kFailed;
-  if (!ok) error = std::move(e);
-  cv.notify_all();
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(mu);
+    if (status != RefStatus::kPending) return;
+    status = ok ? RefStatus::kReady : RefStatus::kFailed;
+    if (!ok) error = std::move(e);
+    callbacks.swap(on_ready);
+    cv.notify_all();
+  }
+  for (auto& f : callbacks) f();
 }
 
 void RefState::wait() const {

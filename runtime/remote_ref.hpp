@@ -11,6 +11,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "dj/error.hpp"
 #include "wire/codec.hpp"
@@ -36,6 +37,7 @@ struct RefState {
   mutable std::condition_variable cv;
   RefStatus status = RefStatus::kPending;  // guarded by mu
   wire::RemoteError error;                 // guarded by mu
+  std::vector<std::function<void()>> on_ready;  // guarded by mu; run once by complete()
 };
 
 struct Reply {

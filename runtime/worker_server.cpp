@@ -254,8 +254,11 @@ void WorkerServer::serve() {
 void WorkerServer::run_calls(PendingCall first) {
   PendingCall current = std::move(first);
   for (;;) {
-    CallOutcome outcome = execute_call(ctx_, current);
-    reply(current, std::move(outcome));
+    if (current.call.mode == wire::CallMode::kBatch) {
+      send(wire::Result{current.call.request_id, true, {}}, execute_batch(ctx_, current));
+    } else {
+      reply(current, execute_call(ctx_, current));
+    }
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
       running_ = false;  // The timer, if armed, lapses in the follower.
@@ -287,6 +290,9 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
       if (!outcome.ok) log_line("remote_do of '" + call.kernel_name + "' failed: " +
                                 outcome.error.message);
       if (call.ref_id) send(wire::CallDone{call.ref_id, true, {}});
+      break;
+    case wire::CallMode::kBatch:  // Batches are answered by run_calls; this is a failure path.
+      send(wire::Result{call.request_id, false, outcome.error});
       break;
   }
 }
@@ -354,6 +360,10 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           auto s = store_.stats();
           send(wire::StatsReply{m.request_id, s.values, s.bytes, rss_bytes(),
                                 static_cast<uint32_t>(registry_.plugin_count())});
+        } else if constexpr (std::is_same_v<M, wire::Interrupt>) {
+          // The running kernel sees dj::interrupted(); queued calls fail as they are taken
+          // (their generation predates this interrupt), which keeps their replies in order.
+          interrupt_all();
         } else if constexpr (std::is_same_v<M, wire::Shutdown>) {
           exit_now(0, "");
         } else {

@@ -30,6 +30,7 @@ s::ErrorKind to_wire(ErrorKind k) {
     case ErrorKind::Disconnected: return s::ErrorKind::DISCONNECTED;
     case ErrorKind::ResourceExhausted: return s::ErrorKind::RESOURCE_EXHAUSTED;
     case ErrorKind::Internal: return s::ErrorKind::INTERNAL;
+    case ErrorKind::Cancelled: return s::ErrorKind::CANCELLED;
   }
   return s::ErrorKind::INTERNAL;
 }
@@ -42,6 +43,7 @@ ErrorKind from_wire(s::ErrorKind k) {
     case s::ErrorKind::DISCONNECTED: return ErrorKind::Disconnected;
     case s::ErrorKind::RESOURCE_EXHAUSTED: return ErrorKind::ResourceExhausted;
     case s::ErrorKind::INTERNAL: return ErrorKind::Internal;
+    case s::ErrorKind::CANCELLED: return ErrorKind::Cancelled;
   }
   return ErrorKind::Internal;  // An enumerant from a newer peer.
 }
@@ -70,6 +72,7 @@ s::CallMode to_wire(CallMode m) {
     case CallMode::kStore: return s::CallMode::STORE;
     case CallMode::kFetch: return s::CallMode::FETCH;
     case CallMode::kDiscard: return s::CallMode::DISCARD;
+    case CallMode::kBatch: return s::CallMode::BATCH;
   }
   return s::CallMode::STORE;
 }
@@ -113,6 +116,7 @@ void build(s::Message::Builder m, const Message& message) {
             b.setKernelName(text_of(v.kernel_name));
             b.setSignature(text_of(v.signature));
             b.setMode(to_wire(v.mode));
+            b.setBatchCount(v.batch_count);
           },
           [&](const CallDone& v) {
             auto b = m.initCallDone();
@@ -149,6 +153,7 @@ void build(s::Message::Builder m, const Message& message) {
           },
           [&](const Shutdown& v) { m.initShutdown().setReason(text_of(v.reason)); },
           [&](const Refused& v) { put(m.initRefused(), v.error); },
+          [&](const Interrupt&) { m.initInterrupt(); },
       },
       message);
 }
@@ -179,10 +184,11 @@ Message parse(s::Message::Reader m) {
         case s::CallMode::STORE: mode = CallMode::kStore; break;
         case s::CallMode::FETCH: mode = CallMode::kFetch; break;
         case s::CallMode::DISCARD: mode = CallMode::kDiscard; break;
+        case s::CallMode::BATCH: mode = CallMode::kBatch; break;
         default: throw Error(ErrorKind::InvalidArgument, "dj wire: unknown call mode");
       }
-      return Call{r.getRequestId(), r.getRefId(),          r.getKernelId(),
-                  str(r.getKernelName()), str(r.getSignature()), mode};
+      return Call{r.getRequestId(),       r.getRefId(),          r.getKernelId(),
+                  str(r.getKernelName()), str(r.getSignature()), mode, r.getBatchCount()};
     }
     case s::Message::CALL_DONE: {
       auto r = m.getCallDone();
@@ -209,6 +215,7 @@ Message parse(s::Message::Reader m) {
     }
     case s::Message::SHUTDOWN: return Shutdown{str(m.getShutdown().getReason())};
     case s::Message::REFUSED: return Refused{get(m.getRefused())};
+    case s::Message::INTERRUPT: return Interrupt{};
   }
   throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
                                               std::to_string(static_cast<int>(m.which())));
@@ -248,7 +255,8 @@ Message decode(const std::string& bytes) {
 const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
-      "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused"};
+      "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
+      "Interrupt"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

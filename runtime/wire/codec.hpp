@@ -19,7 +19,7 @@ struct RemoteError {
   std::string kernel;
 };
 
-enum class CallMode : uint8_t { kStore, kFetch, kDiscard };
+enum class CallMode : uint8_t { kStore, kFetch, kDiscard, kBatch };
 
 struct Hello {
   std::string cookie;
@@ -52,6 +52,7 @@ struct Call {
   std::string kernel_name;
   std::string signature;
   CallMode mode = CallMode::kStore;
+  uint32_t batch_count = 0;
 };
 struct CallDone {
   uint64_t ref_id = 0;
@@ -91,9 +92,11 @@ struct Shutdown {
 struct Refused {
   RemoteError error;
 };
+struct Interrupt {};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
-                             Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused>;
+                             Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
+                             Interrupt>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

@@ -18,6 +18,7 @@ enum ErrorKind {
   disconnected @3;
   resourceExhausted @4;
   internal @5;
+  cancelled @6;
 }
 
 struct RemoteError {
@@ -32,6 +33,10 @@ enum CallMode {
   store @0;    # remotecall/spawnat: keep the result on the worker under `refId`, reply CallDone.
   fetch @1;    # remotecall_fetch: reply Result with the value, keep nothing.
   discard @2;  # remote_do: reply nothing; failures are printed on the worker's stderr.
+  batch @3;    # pmap: the payload holds `batchCount` argument lists (each u64 length + list);
+               # the kernel runs on each in order and Result's payload holds one outcome per
+               # element (u8 ok, u64 length, encoded value or error text). An element's failure
+               # does not stop the others.
 }
 
 struct Hello {
@@ -75,6 +80,7 @@ struct Call {
   kernelName @3 :Text;   # For error messages only; never used for dispatch.
   signature @4 :Text;    # Caller's view "(arg types)->result"; must equal the registered one.
   mode @5 :CallMode;
+  batchCount @6 :UInt32;  # Batch mode only.
 }
 
 struct CallDone {
@@ -128,6 +134,11 @@ struct Shutdown {
   reason @0 :Text;
 }
 
+struct Interrupt {
+  # Master -> worker: cancel the running kernel (dj::interrupted() turns true inside it) and
+  # every queued call; each fails with kind `cancelled`. No reply: the calls' own replies say it.
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -144,5 +155,6 @@ struct Message {
     statsReply @11 :StatsReply;
     shutdown @12 :Shutdown;
     refused @13 :RemoteError;  # Handshake refused (bad protocol version); then the peer closes.
+    interrupt @14 :Interrupt;
   }
 }

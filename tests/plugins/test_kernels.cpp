@@ -1,6 +1,7 @@
 // Kernels used by the test suite: every supported type, errors, blocking, memory, output.
 #include <dj/kernel.hpp>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -77,9 +78,66 @@ int64_t& counter() {
 void bump(int64_t by) { counter() += by; }
 int64_t read_counter() { return counter(); }
 
+// --- for pmap, distributed loops and interrupt ---
+double square(double x) { return x * x; }
+int64_t noop(int64_t x) { return x; }
+int64_t fail_on_three(int64_t x) {
+  if (x == 3) throw std::runtime_error("three is not allowed");
+  return x;
+}
+int64_t sum_range(int64_t first, int64_t last) {
+  int64_t s = 0;
+  for (int64_t i = first; i <= last; ++i) s += i;
+  return s;
+}
+void fail_range(int64_t first, int64_t last) {
+  throw std::runtime_error("chunk " + std::to_string(first) + ":" + std::to_string(last));
+}
+// The first call for a given marker path kills its own worker; later calls return x.
+int64_t die_once(std::string marker, int64_t x) {
+  if (FILE* f = std::fopen(marker.c_str(), "r")) {
+    std::fclose(f);
+    return x;
+  }
+  if (FILE* f = std::fopen(marker.c_str(), "w")) std::fclose(f);
+  ::kill(::getpid(), SIGKILL);
+  return -1;
+}
+// "ok:N" returns N; "die:PATH" kills its worker the first time PATH is seen, then returns 2.
+int64_t maybe_die(const std::string& spec) {
+  if (spec.rfind("ok:", 0) == 0) return std::stoll(spec.substr(3));
+  return die_once(spec.substr(4), 2);
+}
+
+int32_t sleep_then_whoami(int32_t ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return dj::myid();
+}
+
+// Runs until interrupted (checking dj::interrupted()), at most max_ms.
+int32_t work_until_interrupted(int32_t max_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    dj::check_interrupt();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return max_ms;
+}
+// Busy for ms milliseconds and never checks for interrupts.
+int32_t ignore_interrupts(int32_t ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+  return ms;
+}
+
 DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
           DJ_KERNEL(os_pid), DJ_KERNEL(greet), DJ_KERNEL(scale), DJ_KERNEL(transpose),
           DJ_KERNEL(cross), DJ_KERNEL(describe), DJ_KERNEL(transpose_matrix), DJ_KERNEL(move),
           DJ_KERNEL(negate_flag), DJ_KERNEL(big_vector), DJ_KERNEL(sum), DJ_KERNEL(length),
           DJ_KERNEL(fail), DJ_KERNEL(sleep_ms), DJ_KERNEL(print_line), DJ_KERNEL(print_stderr),
-          DJ_KERNEL(crash), DJ_KERNEL(bump), DJ_KERNEL(read_counter))
+          DJ_KERNEL(crash), DJ_KERNEL(bump), DJ_KERNEL(read_counter),
+          DJ_KERNEL(square), DJ_KERNEL(noop), DJ_KERNEL(fail_on_three), DJ_KERNEL(sum_range),
+          DJ_KERNEL(fail_range), DJ_KERNEL(die_once), DJ_KERNEL(work_until_interrupted),
+          DJ_KERNEL(ignore_interrupts), DJ_KERNEL(maybe_die),
+          DJ_KERNEL(sleep_then_whoami))

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -126,6 +127,8 @@ std::string fetch_bytes(const std::shared_ptr<RefState>& ref);
 void wait_ref(const std::shared_ptr<RefState>& ref);
 bool ref_ready(const std::shared_ptr<RefState>& ref);
 int ref_owner(const std::shared_ptr<RefState>& ref);
+// Runs `f` once the value is computed (at once if it is), on the completing thread.
+void on_ready(const std::shared_ptr<RefState>& ref, std::function<void()> f);
 void check_kernel(const std::string& plugin, const std::string& name,
                   const std::string& signature);
 }  // namespace detail
@@ -307,3 +310,5 @@ class Plugin {
 Plugin everywhere(const std::string& path);
 
 }  // namespace dj
+
+#include "dj/parallel.hpp"  // pmap, distributed loops, worker pools, interrupt

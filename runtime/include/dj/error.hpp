@@ -14,6 +14,7 @@ enum class ErrorKind {
   Disconnected,       // A worker or link was lost (ProcessExited): re-add workers, then retry.
   ResourceExhausted,  // Memory, shm, descriptors or slots ran out: retry later or ask for less.
   Internal,           // A dj bug: please report it with the message.
+  Cancelled,          // interrupt() (or Ctrl-C) stopped it at your request: rerun if wanted.
 };
 
 // Name of the kind as printed in messages ("RemoteFailure").

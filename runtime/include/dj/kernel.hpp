@@ -25,6 +25,12 @@ namespace dj {
 // dj pid of this process: 1 on the master, >= 2 on workers.
 int myid();
 
+// Whether interrupt() asked the running kernel to stop. Cheap (an atomic load): check it in
+// long loops and return early. A kernel that never checks is stopped by replacing its worker.
+bool interrupted() noexcept;
+// Throws dj::Error(Cancelled) if interrupted(); the call then fails with kind Cancelled.
+void check_interrupt();
+
 namespace detail {
 
 template <class F>
