@@ -150,11 +150,11 @@ bool FrameReader::fill(size_t at_least) {
       size_t need = std::max(at_least, kChunk);
       if (need > cap_) {
         auto bigger = std::make_unique<char[]>(need);
-        std::memcpy(bigger.get(), buf_.get() + start_, buffered());
+        if (buffered()) std::memcpy(bigger.get(), buf_.get() + start_, buffered());
         buf_ = std::move(bigger);
         cap_ = need;
       } else {
-        std::memmove(buf_.get(), buf_.get() + start_, buffered());
+        if (buffered()) std::memmove(buf_.get(), buf_.get() + start_, buffered());
       }
       end_ -= start_;
       start_ = 0;
