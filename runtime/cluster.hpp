@@ -93,6 +93,10 @@ class Cluster {
   // Sends Interrupt to each pid, waits up to `grace` for their calls to end, and kills and
   // replaces (local workers) those still busy.
   void interrupt(const std::vector<int>& pids, std::chrono::milliseconds grace);
+  // RemoteChannel operation from the master on a channel of worker op.owner.
+  std::pair<wire::Result, std::string> channel_request(wire::ChannelOp op, std::string item);
+  // Fire-and-forget (release).
+  void channel_send(const wire::ChannelOp& op);
   int least_loaded() const;
   std::string fetch(const RefState& ref);
   void release(int owner, uint64_t id) noexcept;
@@ -139,6 +143,8 @@ class Cluster {
   const wire::Message& await(const std::shared_ptr<WorkerLink>& link, Reply& reply);
   void on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame);
   void on_fetch_ref(const std::shared_ptr<WorkerLink>& link, const wire::FetchRef& m);
+  void on_channel_op(const std::shared_ptr<WorkerLink>& link, wire::ChannelOp m,
+                     std::string item);
   // Reads what is available on a worker's stdout (err=false) or stderr and prints whole lines
   // as "From worker N:". Returns false at EOF. Call only when the fd is readable.
   bool pump_output(WorkerLink& link, bool err);

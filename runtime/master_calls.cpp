@@ -175,6 +175,30 @@ void Cluster::interrupt(const std::vector<int>& pids, std::chrono::milliseconds 
   }
 }
 
+std::pair<wire::Result, std::string> Cluster::channel_request(wire::ChannelOp op,
+                                                              std::string item) {
+  std::shared_ptr<WorkerLink> link;
+  {
+    std::lock_guard lock(mu_);
+    link = find_locked(op.owner);
+    op.request_id = next_id_locked();
+  }
+  auto reply = request(link, op, op.request_id, item);
+  const auto& m = std::get<wire::Result>(await(link, *reply));
+  return {m, std::move(reply->payload)};
+}
+
+void Cluster::channel_send(const wire::ChannelOp& op) {
+  std::shared_ptr<WorkerLink> link;
+  {
+    std::lock_guard lock(mu_);
+    auto it = links_.find(op.owner);
+    if (it == links_.end()) return;
+    link = it->second;
+  }
+  link->send(op);
+}
+
 int Cluster::least_loaded() const {
   std::lock_guard lock(mu_);
   if (links_.empty()) return 1;

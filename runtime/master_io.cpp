@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "channels.hpp"
 #include "cluster.hpp"
 #include "identity.hpp"
 #include "sys.hpp"
@@ -242,6 +243,9 @@ void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& fr
   else if (auto* r = std::get_if<wire::PluginLoaded>(&frame.message)) request_id = r->request_id;
   else if (auto* r = std::get_if<wire::StatsReply>(&frame.message)) request_id = r->request_id;
   else if (auto* r = std::get_if<wire::FetchRef>(&frame.message)) return on_fetch_ref(link, *r);
+  else if (auto* r = std::get_if<wire::ChannelOp>(&frame.message)) {
+    return on_channel_op(link, *r, std::move(frame.payload));
+  }
   if (request_id == 0) {
     return retire(link, std::string("protocol violation: unexpected ") +
                             wire::message_name(frame.message));
@@ -310,6 +314,33 @@ void Cluster::drain_output(WorkerLink& link) {
     if (fds[0].revents) pump_output(link, false);
     if (fds[1].revents) pump_output(link, true);
   }
+}
+
+void Cluster::on_channel_op(const std::shared_ptr<WorkerLink>& requester, wire::ChannelOp m,
+                            std::string item) {
+  uint64_t req = m.request_id;
+  auto answer = [requester, req](wire::Result r, std::string bytes) {
+    r.request_id = req;
+    requester->send(r, r.ok ? bytes : std::string());
+  };
+  if (m.owner == 1) return serve_channel_op(m, std::move(item), answer);
+  std::shared_ptr<WorkerLink> owner;
+  auto reply = std::make_shared<Reply>();
+  reply->then = [answer](Reply& r) {
+    if (const auto* res = std::get_if<wire::Result>(&r.message)) answer(*res, r.payload);
+  };
+  {
+    std::lock_guard lock(mu_);
+    try {
+      owner = find_locked(m.owner);
+    } catch (const Error& e) {
+      answer(wire::Result{req, false, {e.kind(), std::string("RemoteChannel owner: ") + e.what(), m.owner, {}}}, {});
+      return;
+    }
+    m.request_id = next_id_locked();
+    owner->replies[m.request_id] = reply;
+  }
+  owner->send(m, item);
 }
 
 void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string& why) {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "dj/dj.hpp"
+#include "channels.hpp"
 #include "identity.hpp"
 #include "sys.hpp"
 
@@ -37,6 +38,14 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
   if (!takeover_fd_) throw_errno("eventfd", "worker");
   set_nonblocking(listener_.get(), true);
   set_nonblocking(local_listener_.get(), true);
+  set_master_requester([this](wire::ChannelOp op, std::string item) {
+    StoredValue v = ask_master([&](uint64_t id) {
+      op.request_id = id;
+      send(op, item);
+    });
+    return std::make_pair(wire::Result{op.request_id, v.ok, v.error}, std::move(v.bytes));
+  });
+  set_block_hook([this] { request_takeover(); });
 }
 
 WorkerServer::~WorkerServer() {
@@ -278,12 +287,14 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
     case wire::CallMode::kStore: {
       bool ok = outcome.ok;
       wire::RemoteError error = outcome.error;
-      auto value = std::make_shared<StoredValue>(
-          StoredValue{outcome.ok, std::move(outcome.result), std::move(outcome.error)});
-      // CallDone goes first so that the master knows the value is ready before any waiting
-      // fetch is answered.
+      // Stored before CallDone is sent: once the master knows the value is ready, every
+      // request it makes (fetch, stats, a call using it) finds it. Fetches that came earlier
+      // (relayed FetchRefs) are answered after CallDone.
+      auto waiters = store_.put(call.ref_id, std::make_shared<StoredValue>(StoredValue{
+                                                 outcome.ok, std::move(outcome.result),
+                                                 std::move(outcome.error)}));
       send(wire::CallDone{call.ref_id, ok, error});
-      for (auto& waiter : store_.put(call.ref_id, std::move(value))) waiter();
+      for (auto& waiter : waiters) waiter();
       break;
     }
     case wire::CallMode::kDiscard:
@@ -298,6 +309,10 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
 }
 
 StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
+  return ask_master([&](uint64_t id) { send(wire::FetchRef{id, owner, ref}); });
+}
+
+StoredValue WorkerServer::ask_master(const std::function<void(uint64_t)>& send_request) {
   auto slot = std::make_shared<FetchSlot>();
   uint64_t id;
   {
@@ -305,7 +320,7 @@ StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
     id = next_fetch_++;
     fetches_[id] = slot;
   }
-  send(wire::FetchRef{id, owner, ref});
+  send_request(id);
   request_takeover();  // The answer must be read while this kernel waits for it.
   std::unique_lock lock(slot->mu);
   slot->cv.wait(lock, [&] { return slot->done; });
@@ -360,6 +375,10 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           auto s = store_.stats();
           send(wire::StatsReply{m.request_id, s.values, s.bytes, rss_bytes(),
                                 static_cast<uint32_t>(registry_.plugin_count())});
+        } else if constexpr (std::is_same_v<M, wire::ChannelOp>) {
+          serve_channel_op(m, std::move(frame.payload), [this](wire::Result r, std::string b) {
+            send(r, r.ok ? b : std::string());
+          });
         } else if constexpr (std::is_same_v<M, wire::Interrupt>) {
           // The running kernel sees dj::interrupted(); queued calls fail as they are taken
           // (their generation predates this interrupt), which keeps their replies in order.

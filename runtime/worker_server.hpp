@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,6 +72,9 @@ class WorkerServer {
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});
   StoredValue fetch_remote(int owner, uint64_t ref);
+  // Sends a request built by `send_request(request id)` to the master and waits for the Result
+  // with that id (from a kernel thread: the follower takes over reading meanwhile).
+  StoredValue ask_master(const std::function<void(uint64_t)>& send_request);
   [[noreturn]] void exit_now(int code, const std::string& why);
 
   const std::string cookie_;

@@ -154,6 +154,15 @@ void build(s::Message::Builder m, const Message& message) {
           [&](const Shutdown& v) { m.initShutdown().setReason(text_of(v.reason)); },
           [&](const Refused& v) { put(m.initRefused(), v.error); },
           [&](const Interrupt&) { m.initInterrupt(); },
+          [&](const ChannelOp& v) {
+            auto b = m.initChannelOp();
+            b.setRequestId(v.request_id);
+            b.setOwner(v.owner);
+            b.setChannelId(v.channel_id);
+            b.setOp(static_cast<s::ChannelOpKind>(v.op));
+            b.setTimeoutMs(v.timeout_ms);
+            b.setCapacity(v.capacity);
+          },
       },
       message);
 }
@@ -216,6 +225,15 @@ Message parse(s::Message::Reader m) {
     case s::Message::SHUTDOWN: return Shutdown{str(m.getShutdown().getReason())};
     case s::Message::REFUSED: return Refused{get(m.getRefused())};
     case s::Message::INTERRUPT: return Interrupt{};
+    case s::Message::CHANNEL_OP: {
+      auto r = m.getChannelOp();
+      auto op = static_cast<uint16_t>(r.getOp());
+      if (op > static_cast<uint16_t>(ChannelOpKind::kRelease)) {
+        throw Error(ErrorKind::InvalidArgument, "dj wire: unknown channel op " + std::to_string(op));
+      }
+      return ChannelOp{r.getRequestId(), r.getOwner(), r.getChannelId(),
+                       static_cast<ChannelOpKind>(op), r.getTimeoutMs(), r.getCapacity()};
+    }
   }
   throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
                                               std::to_string(static_cast<int>(m.which())));
@@ -256,7 +274,7 @@ const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
       "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
-      "Interrupt"};
+      "Interrupt", "ChannelOp"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

@@ -93,10 +93,19 @@ struct Refused {
   RemoteError error;
 };
 struct Interrupt {};
+enum class ChannelOpKind : uint8_t { kCreate, kPut, kTake, kFetch, kIsReady, kClose, kWait, kRelease };
+struct ChannelOp {
+  uint64_t request_id = 0;
+  int32_t owner = 0;
+  uint64_t channel_id = 0;
+  ChannelOpKind op = ChannelOpKind::kTake;
+  int64_t timeout_ms = -1;
+  uint64_t capacity = 0;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
-                             Interrupt>;
+                             Interrupt, ChannelOp>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

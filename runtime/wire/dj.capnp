@@ -139,6 +139,29 @@ struct Interrupt {
   # every queued call; each fails with kind `cancelled`. No reply: the calls' own replies say it.
 }
 
+enum ChannelOpKind {
+  create @0;   # new channel of `capacity` items on `owner`; Result payload: u64 channel id
+  put @1;      # payload: the item; blocks (on the owner) while the channel is full
+  take @2;     # Result payload: the item, removed
+  fetch @3;    # Result payload: the head item, left in place
+  isReady @4;  # Result payload: one byte, 1 if an item is there
+  close @5;    # wakes every waiter with an error; items already in can still be taken
+  wait @6;     # completes when an item is there
+  release @7;  # the last master handle is gone: free it
+}
+
+struct ChannelOp {
+  # A RemoteChannel operation, answered by Result(requestId). Master -> owner directly; a
+  # worker sends it to the master, which relays it to `owner` (or serves it, owner 1) and
+  # relays the answer. If the owner dies, the answer is a `disconnected` error.
+  requestId @0 :UInt64;
+  owner @1 :Int32;
+  channelId @2 :UInt64;   # 0 for create
+  op @3 :ChannelOpKind;
+  timeoutMs @4 :Int64;    # -1: no deadline. On expiry the owner answers `cancelled`.
+  capacity @5 :UInt64;    # create only
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -156,5 +179,6 @@ struct Message {
     shutdown @12 :Shutdown;
     refused @13 :RemoteError;  # Handshake refused (bad protocol version); then the peer closes.
     interrupt @14 :Interrupt;
+    channelOp @15 :ChannelOp;
   }
 }

@@ -114,6 +114,24 @@ int32_t sleep_then_whoami(int32_t ms) {
   return dj::myid();
 }
 
+// --- RemoteChannel from kernels ---
+void produce(dj::RemoteChannel<int64_t> ch, int64_t n) {
+  for (int64_t i = 1; i <= n; ++i) ch.put(i);
+  ch.close();
+}
+int64_t consume(dj::RemoteChannel<int64_t> ch) {
+  int64_t sum = 0;
+  for (;;) {
+    try {
+      sum += ch.take();
+    } catch (const dj::Error& e) {
+      if (e.kind() == dj::ErrorKind::InvalidArgument) return sum;  // closed and drained
+      throw;
+    }
+  }
+}
+int64_t take_one(dj::RemoteChannel<int64_t> ch) { return ch.take(); }
+
 // Runs until interrupted (checking dj::interrupted()), at most max_ms.
 int32_t work_until_interrupted(int32_t max_ms) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
@@ -140,4 +158,5 @@ DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
           DJ_KERNEL(square), DJ_KERNEL(noop), DJ_KERNEL(fail_on_three), DJ_KERNEL(sum_range),
           DJ_KERNEL(fail_range), DJ_KERNEL(die_once), DJ_KERNEL(work_until_interrupted),
           DJ_KERNEL(ignore_interrupts), DJ_KERNEL(maybe_die),
-          DJ_KERNEL(sleep_then_whoami))
+          DJ_KERNEL(sleep_then_whoami), DJ_KERNEL(produce), DJ_KERNEL(consume),
+          DJ_KERNEL(take_one))

@@ -311,4 +311,5 @@ Plugin everywhere(const std::string& path);
 
 }  // namespace dj
 
+#include "dj/channel.hpp"   // RemoteChannel
 #include "dj/parallel.hpp"  // pmap, distributed loops, worker pools, interrupt

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "dj/channel.hpp"
 #include "dj/plugin_abi.h"
 #include "dj/serialize.hpp"
 
