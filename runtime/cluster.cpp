@@ -138,7 +138,40 @@ Cluster::Cluster()
     return ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
   });
   io_ = std::thread([this] { io_main(); });
+  install_sigint_handler();
 }
+
+namespace {
+std::atomic<int> g_sigint_fd{-1};
+std::atomic<bool> g_sigint_pending{false};
+
+void on_sigint(int) {
+  // Async-signal-safe: set a flag and wake the I/O thread, which decides what Ctrl-C means.
+  g_sigint_pending.store(true);
+  uint64_t one = 1;
+  int fd = g_sigint_fd.load();
+  if (fd >= 0) {
+    ssize_t ignored = ::write(fd, &one, sizeof one);
+    (void)ignored;
+  }
+}
+}  // namespace
+
+void Cluster::install_sigint_handler() {
+  // Ctrl-C while workers are busy interrupts them (their calls fail with Cancelled, and what
+  // the master waits on throws); Ctrl-C with nothing running ends the program as usual. Only
+  // when the program has not chosen its own SIGINT handler.
+  struct sigaction current {};
+  if (::sigaction(SIGINT, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) return;
+  g_sigint_fd = wake_fd_.get();
+  struct sigaction action {};
+  action.sa_handler = &on_sigint;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &action, nullptr);
+}
+
+bool Cluster::take_sigint() { return g_sigint_pending.exchange(false); }
 
 void Cluster::ignore_sigpipe() {
   // A worker that dies while the master writes to its pipe or socket must be an error, not the

@@ -114,6 +114,9 @@ class Cluster {
 
   static std::string to_hex_cookie();
   static void ignore_sigpipe();
+  void install_sigint_handler();
+  static bool take_sigint();
+  void on_ctrl_c();  // I/O thread
   std::shared_ptr<WorkerLink> find_locked(int pid) const;
   uint64_t next_id_locked() { return next_id_++; }
   std::shared_ptr<WorkerLink> start_one(std::unique_ptr<LaunchedWorker> w, int pid,

@@ -1,6 +1,7 @@
 // The master's I/O thread: reads every worker's connection and stdio, completes replies and
 // Futures, forwards FetchRef requests between workers, and retires workers that go away.
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -31,6 +32,29 @@ int64_t now_ns() {
 }
 uint64_t tag(int pid, uint64_t stream) { return static_cast<uint64_t>(pid) << 2 | stream; }
 }  // namespace
+
+void Cluster::on_ctrl_c() {
+  std::vector<std::shared_ptr<WorkerLink>> busy;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [pid, link] : links_) {
+      if (link->in_flight.load() > 0) busy.push_back(link);
+    }
+  }
+  if (busy.empty()) {
+    // Nothing to cancel: Ctrl-C means what it always means.
+    ::signal(SIGINT, SIG_DFL);
+    ::raise(SIGINT);
+    return;
+  }
+  std::string pids;
+  for (auto& link : busy) {
+    link->send(wire::Interrupt{});
+    pids += (pids.empty() ? "" : ", ") + std::to_string(link->pid);
+  }
+  log_line("Ctrl-C: interrupting the kernels running on worker(s) " + pids +
+           " (press Ctrl-C again when idle to quit)");
+}
 
 void Cluster::watch(const std::shared_ptr<WorkerLink>& link) {
   auto add = [&](int fd, uint32_t events, uint64_t stream) {
@@ -151,6 +175,7 @@ void Cluster::io_main() {
         uint64_t count;
         ssize_t ignored = ::read(wake_fd_.get(), &count, sizeof count);
         (void)ignored;
+        if (take_sigint()) on_ctrl_c();
         continue;
       }
       int pid = static_cast<int>(data >> 2);

@@ -237,3 +237,38 @@ TEST_CASE("every worker is gone soon after the master ends, however it ends", "[
     }
   }
 }
+
+TEST_CASE("Ctrl-C in the master interrupts the kernels it waits on and the program goes on", "[faults][interrupt]") {
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    std::string master = test::program("test_master");
+    std::string plugin = test::plugin("test_kernels");
+    ::execl(master.c_str(), master.c_str(), "busy", plugin.c_str(), nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[512];
+  while (text.find("ready") == std::string::npos) {
+    ssize_t r = ::read(out[0], buf, sizeof buf);
+    if (r <= 0) break;
+    text.append(buf, static_cast<size_t>(r));
+  }
+  REQUIRE_THAT(text, Contains("ready"));
+  ::kill(child, SIGINT);
+  for (;;) {
+    ssize_t r = ::read(out[0], buf, sizeof buf);
+    if (r <= 0) break;
+    text.append(buf, static_cast<size_t>(r));
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK_THAT(text, Contains("fetch threw Cancelled") && Contains("worker still there: yes"));
+}

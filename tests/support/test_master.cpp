@@ -4,6 +4,8 @@
 //   test_master hold N           add N workers, print their OS pids, then wait to be killed
 //   test_master return N         add N workers, print their OS pids, return from main
 //   test_master throw N          add N workers, print their OS pids, throw out of main
+//   test_master busy PLUGIN      add a worker, start a long kernel, print "ready", and report
+//                                how fetching it ended (for the Ctrl-C test)
 #include <dj/dj.hpp>
 
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -31,6 +34,21 @@ int main(int argc, char** argv) {
     std::printf("nworkers=%d workers=", dj::nworkers());
     for (int pid : dj::workers()) std::printf("%d,", pid);
     std::printf("\n");
+    return 0;
+  }
+  if (mode == "busy") {
+    dj::addprocs(1);
+    auto k = dj::everywhere(argv[2]).kernel<int32_t(int32_t)>("work_until_interrupted");
+    auto f = dj::spawnat(2, k, 60000);
+    std::printf("ready\n");
+    std::fflush(stdout);
+    try {
+      dj::fetch(f);
+      std::printf("finished\n");
+    } catch (const dj::Error& e) {
+      std::printf("fetch threw %s: %s\n", dj::to_string(e.kind()), e.what());
+    }
+    std::printf("worker still there: %s\n", dj::workers() == std::vector<int>{2} ? "yes" : "no");
     return 0;
   }
   if (mode == "exit") {
