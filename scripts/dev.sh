@@ -12,7 +12,7 @@ prefix=${DJ_PREFIX:-/usr/local}
 jobs=${DJ_JOBS:-$(nproc)}
 
 packages=(build-essential cmake pkg-config libboost-dev libboost-filesystem-dev capnproto
-          libcapnp-dev libssh-dev catch2 procps)
+          libcapnp-dev libssh-dev catch2 procps liblapacke-dev)
 
 install_packages() {
   local missing=()

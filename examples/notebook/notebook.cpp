@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "cells.hpp"
+
 namespace {
 
 std::string plugin_dir() {
@@ -26,22 +28,10 @@ std::string list(const std::vector<int>& pids) {
   return s + "]";
 }
 
-void cell(const char* code) { std::printf("\nIn: %s\n", code); }
-
-// Minimum time of `runs` calls, as @btime reports it.
-template <class F>
-double best_ms(int runs, F&& f) {
-  double best = 1e300;
-  for (int i = 0; i < runs; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  return best;
-}
-
 }  // namespace
+
+using notebook::best_ms;
+using notebook::cell;
 
 int main() {
   const std::string lib = plugin_dir();
@@ -117,6 +107,8 @@ int main() {
   double t2 = best_ms(20, [&] { dj::fetch(dj::spawn(random_square_product, 100)); });
   std::printf("method1: %.3f ms (moves A and B: 2 x 78 KiB to the worker)\n", t1);
   std::printf("method2: %.3f ms (moves only the result)\n", t2);
+
+  notebook::high_level_cells(lib);
 
   cell("rmprocs(workers())  # cleanup");
   dj::rmprocs(dj::workers());
