@@ -260,7 +260,11 @@ void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& fr
       }
     }
     link->in_flight.fetch_sub(1);
-    if (ref) ref->complete(done->ok, done->error);
+    if (ref) {
+      std::optional<std::string> copy;
+      if (done->ok && !frame.payload.empty()) copy = std::move(frame.payload);
+      ref->complete(done->ok, done->error, std::move(copy));
+    }
     return;
   }
   uint64_t request_id = 0;

@@ -9,13 +9,14 @@ RefState::~RefState() {
   if (Cluster* c = Cluster::existing()) c->release(owner, id);
 }
 
-void RefState::complete(bool ok, wire::RemoteError e) {
+void RefState::complete(bool ok, wire::RemoteError e, std::optional<std::string> copy) {
   std::vector<std::function<void()>> callbacks;
   {
     std::lock_guard lock(mu);
     if (status != RefStatus::kPending) return;
     status = ok ? RefStatus::kReady : RefStatus::kFailed;
     if (!ok) error = std::move(e);
+    if (ok) value = std::move(copy);
     callbacks.swap(on_ready);
     cv.notify_all();
   }

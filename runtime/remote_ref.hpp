@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,8 +27,9 @@ struct RefState {
   RefState(const RefState&) = delete;
   RefState& operator=(const RefState&) = delete;
 
-  // Marks the computation finished. Thread-safety: any thread; idempotent after the first.
-  void complete(bool ok, wire::RemoteError error);
+  // Marks the computation finished; `value` is the encoded value when the owner sent a copy.
+  // Thread-safety: any thread; idempotent after the first.
+  void complete(bool ok, wire::RemoteError error, std::optional<std::string> value = {});
   // Blocks until complete; throws the call's error if it failed.
   void wait() const;
 
@@ -37,6 +39,7 @@ struct RefState {
   mutable std::condition_variable cv;
   RefStatus status = RefStatus::kPending;  // guarded by mu
   wire::RemoteError error;                 // guarded by mu
+  std::optional<std::string> value;        // guarded by mu: a copy sent with completion
   std::vector<std::function<void()>> on_ready;  // guarded by mu; run once by complete()
 };
 

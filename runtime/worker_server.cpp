@@ -290,10 +290,11 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
       // Stored before CallDone is sent: once the master knows the value is ready, every
       // request it makes (fetch, stats, a call using it) finds it. Fetches that came earlier
       // (relayed FetchRefs) are answered after CallDone.
-      auto waiters = store_.put(call.ref_id, std::make_shared<StoredValue>(StoredValue{
-                                                 outcome.ok, std::move(outcome.result),
-                                                 std::move(outcome.error)}));
-      send(wire::CallDone{call.ref_id, ok, error});
+      auto value = std::make_shared<StoredValue>(
+          StoredValue{outcome.ok, std::move(outcome.result), std::move(outcome.error)});
+      auto waiters = store_.put(call.ref_id, value);
+      bool inline_copy = ok && value->bytes.size() <= wire::kInlineResultBytes;
+      send(wire::CallDone{call.ref_id, ok, error}, inline_copy ? value->bytes : std::string());
       for (auto& waiter : waiters) waiter();
       break;
     }

@@ -11,6 +11,8 @@
 namespace dj::wire {
 
 inline constexpr uint32_t kProtocolVersion = 1;
+// Results up to this size ride along with CallDone, so fetching them costs no round trip.
+inline constexpr size_t kInlineResultBytes = 512;
 
 struct RemoteError {
   ErrorKind kind = ErrorKind::Internal;

@@ -84,7 +84,9 @@ struct Call {
 }
 
 struct CallDone {
-  # Store-mode completion. The value itself stays on the worker until fetched or released.
+  # Store-mode completion. The value itself stays on the worker until released. Payload: a copy
+  # of the encoded value when it is small (<= kInlineResultBytes), so that fetch needs no round
+  # trip; empty otherwise (the master fetches it when asked).
   refId @0 :UInt64;
   ok @1 :Bool;
   error @2 :RemoteError;
