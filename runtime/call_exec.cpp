@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "dj/error.hpp"
+#include "shared_arrays.hpp"
 
 namespace dj::detail {
 namespace {
@@ -169,7 +170,10 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
 
   SinkState state;
   dj_sink sink{&state, &sink_reserve, &sink_fail};
-  p.kernel->invoke(args.data(), args.size(), &sink);
+  {
+    ScopedSegmentTable segments(ctx.segments);
+    p.kernel->invoke(args.data(), args.size(), &sink);
+  }
   if (state.failed) {
     return failure(ErrorKind::RemoteFailure,
                    "on worker " + std::to_string(pid) + ": kernel '" + name + "' threw: " +

@@ -30,7 +30,7 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
       listener_(std::move(listener)),
       local_listener_(std::move(local_listener)),
       ctx_{registry_, store_, 0,
-           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }},
+           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }, &segments_},
       timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
       takeover_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!timer_fd_) throw_errno("timerfd_create", "worker");
@@ -354,6 +354,18 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           auto s = store_.stats();
           send(wire::StatsReply{m.request_id, s.values, s.bytes, rss_bytes(),
                                 static_cast<uint32_t>(registry_.plugin_count())});
+        } else if constexpr (std::is_same_v<M, wire::MapShared>) {
+          wire::SharedMapped out{m.request_id, false, {}};
+          try {
+            segments_.hold(m.name, Segment::open(m.name, m.bytes));
+            out.ok = true;
+          } catch (const Error& e) {
+            out.error = {e.kind(), "on worker " + std::to_string(myid()) + ": " + e.what(),
+                         myid(), {}};
+          }
+          send(out);
+        } else if constexpr (std::is_same_v<M, wire::UnmapShared>) {
+          segments_.drop(m.name);
         } else if constexpr (std::is_same_v<M, wire::Shutdown>) {
           exit_now(0, "");
         } else {

@@ -149,6 +149,19 @@ void build(s::Message::Builder m, const Message& message) {
           },
           [&](const Shutdown& v) { m.initShutdown().setReason(text_of(v.reason)); },
           [&](const Refused& v) { put(m.initRefused(), v.error); },
+          [&](const MapShared& v) {
+            auto b = m.initMapShared();
+            b.setRequestId(v.request_id);
+            b.setName(text_of(v.name));
+            b.setBytes(v.bytes);
+          },
+          [&](const SharedMapped& v) {
+            auto b = m.initSharedMapped();
+            b.setRequestId(v.request_id);
+            b.setOk(v.ok);
+            if (!v.ok) put(b.initError(), v.error);
+          },
+          [&](const UnmapShared& v) { m.initUnmapShared().setName(text_of(v.name)); },
       },
       message);
 }
@@ -209,6 +222,15 @@ Message parse(s::Message::Reader m) {
     }
     case s::Message::SHUTDOWN: return Shutdown{str(m.getShutdown().getReason())};
     case s::Message::REFUSED: return Refused{get(m.getRefused())};
+    case s::Message::MAP_SHARED: {
+      auto r = m.getMapShared();
+      return MapShared{r.getRequestId(), str(r.getName()), r.getBytes()};
+    }
+    case s::Message::SHARED_MAPPED: {
+      auto r = m.getSharedMapped();
+      return SharedMapped{r.getRequestId(), r.getOk(), get(r.getError())};
+    }
+    case s::Message::UNMAP_SHARED: return UnmapShared{str(m.getUnmapShared().getName())};
   }
   throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
                                               std::to_string(static_cast<int>(m.which())));
@@ -248,7 +270,8 @@ Message decode(const std::string& bytes) {
 const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
-      "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused"};
+      "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
+      "MapShared", "SharedMapped", "UnmapShared"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

@@ -91,9 +91,23 @@ struct Shutdown {
 struct Refused {
   RemoteError error;
 };
+struct MapShared {
+  uint64_t request_id = 0;
+  std::string name;
+  uint64_t bytes = 0;
+};
+struct SharedMapped {
+  uint64_t request_id = 0;
+  bool ok = false;
+  RemoteError error;
+};
+struct UnmapShared {
+  std::string name;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
-                             Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused>;
+                             Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
+                             MapShared, SharedMapped, UnmapShared>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

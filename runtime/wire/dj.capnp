@@ -128,6 +128,29 @@ struct Shutdown {
   reason @0 :Text;
 }
 
+struct MapShared {
+  # Master -> worker: map the SharedArray segment `name` (created by the master, 0600) and keep
+  # the mapping until UnmapShared. Answered by SharedMapped. The master unlinks the name once
+  # every participant answered, so the worker must map it now, not lazily.
+  requestId @0 :UInt64;
+  name @1 :Text;         # POSIX shm name "/dj-<master os pid>-<n>".
+  bytes @2 :UInt64;      # Segment size; a segment of another size is refused (not mapped).
+}
+
+struct SharedMapped {
+  # Worker -> master: answer to MapShared. When ok is false nothing was mapped.
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  error @2 :RemoteError; # Set when ok is false.
+}
+
+struct UnmapShared {
+  # Master -> worker: the master's last handle to the SharedArray `name` is gone (and no call
+  # that carries it is in flight): drop the mapping. Copies a kernel still holds keep the memory
+  # until they are destroyed. An unknown name is ignored. No reply.
+  name @0 :Text;
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -144,5 +167,8 @@ struct Message {
     statsReply @11 :StatsReply;
     shutdown @12 :Shutdown;
     refused @13 :RemoteError;  # Handshake refused (bad protocol version); then the peer closes.
+    mapShared @14 :MapShared;
+    sharedMapped @15 :SharedMapped;
+    unmapShared @16 :UnmapShared;
   }
 }

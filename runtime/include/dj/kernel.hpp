@@ -19,6 +19,7 @@
 
 #include "dj/plugin_abi.h"
 #include "dj/serialize.hpp"
+#include "dj/shared_array.hpp"
 
 namespace dj {
 

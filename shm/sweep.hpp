@@ -1,0 +1,16 @@
+// Removing SharedArray segments that dead masters left in /dev/shm. Plain POSIX, so that dj-run
+// (which does not link libdj) can sweep too.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace dj::detail {
+
+// Unlinks every /dev/shm/dj-<pid>-<n> whose master pid is not a live process, and returns the
+// names removed. A name that only looks alike (dj-x-1, dj-12) is left alone, and so is a live
+// master's. Never throws: a failure to remove one logs nothing and is skipped (another
+// process's segment cannot be removed anyway).
+std::vector<std::string> sweep_stale_segments(const std::string& dir = "/dev/shm");
+
+}  // namespace dj::detail
