@@ -130,8 +130,9 @@ Cluster::Cluster()
            [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }, &segments_},
       wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)) {
-  // Segments of masters that died before unlinking them (SIGKILL while workers mapped one).
-  sweep_stale_segments();
+  // Segments of masters that died before unlinking them (SIGKILL while workers mapped one),
+  // including one whose OS pid this process now has: it creates none before this point.
+  sweep_stale_segments("/dev/shm", static_cast<long>(::getpid()));
   if (!wake_fd_) throw_errno("eventfd", "master I/O thread");
   if (!epoll_fd_) throw_errno("epoll_create1", "master I/O thread");
   epoll_event ev{};

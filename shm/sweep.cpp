@@ -27,7 +27,7 @@ bool is_alive(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == 0 || errn
 
 }  // namespace
 
-std::vector<std::string> sweep_stale_segments(const std::string& dir) {
+std::vector<std::string> sweep_stale_segments(const std::string& dir, long own_pid) {
   std::vector<std::string> removed;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return removed;
@@ -35,7 +35,7 @@ std::vector<std::string> sweep_stale_segments(const std::string& dir) {
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     long pid = master_pid_of(name);
-    if (pid > 0 && !is_alive(pid)) stale.push_back(name);
+    if (pid > 0 && (pid == own_pid || !is_alive(pid))) stale.push_back(name);
   }
   ::closedir(d);
   for (const auto& name : stale) {
