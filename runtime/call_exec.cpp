@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "dj/error.hpp"
+#include "shared_arrays.hpp"
 
 namespace dj::detail {
 namespace {
@@ -188,7 +189,10 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
 
   SinkState state;
   dj_sink sink{&state, &sink_reserve, &sink_fail};
-  p.kernel->invoke(args.data(), args.size(), &sink);
+  {
+    ScopedSegmentTable segments(ctx.segments);
+    p.kernel->invoke(args.data(), args.size(), &sink);
+  }
   if (state.failed && is_interrupted()) {
     return failure(ErrorKind::Cancelled,
                    "on worker " + std::to_string(pid) + ": kernel '" + name +

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "plugins/registry.hpp"
+#include "shm/segment.hpp"
 #include "value_store.hpp"
 #include "wire/codec.hpp"
 
@@ -42,6 +43,8 @@ struct ExecContext {
   int self_pid;
   // Fetches a value owned by another process (through the master). Throws dj::Error.
   std::function<StoredValue(int owner, uint64_t ref)> fetch_remote;
+  // The SharedArray segments mapped in this process: kernels' SharedArray arguments attach here.
+  SegmentTable* segments = nullptr;
 };
 
 // Interrupts are a generation count: interrupt_all() cancels every call accepted before it

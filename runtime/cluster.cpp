@@ -14,6 +14,7 @@
 
 #include "identity.hpp"
 #include "managers/local_manager.hpp"
+#include "shm/sweep.hpp"
 #include "sys.hpp"
 
 namespace dj::detail {
@@ -126,9 +127,12 @@ Cluster* Cluster::existing() noexcept {
 Cluster::Cluster()
     : cookie_((ignore_sigpipe(), to_hex_cookie())),
       ctx_{registry_, store_, 1,
-           [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }},
+           [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }, &segments_},
       wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)) {
+  // Segments of masters that died before unlinking them (SIGKILL while workers mapped one),
+  // including one whose OS pid this process now has: it creates none before this point.
+  sweep_stale_segments("/dev/shm", static_cast<long>(::getpid()));
   if (!wake_fd_) throw_errno("eventfd", "master I/O thread");
   if (!epoll_fd_) throw_errno("epoll_create1", "master I/O thread");
   epoll_event ev{};

@@ -25,6 +25,7 @@
 #include "net.hpp"
 #include "plugins/registry.hpp"
 #include "remote_ref.hpp"
+#include "shm/segment.hpp"
 #include "value_store.hpp"
 #include "wire/frame.hpp"
 
@@ -62,7 +63,7 @@ struct WorkerLink {
   // Guarded by Cluster::mu_.
   std::unordered_map<uint64_t, std::shared_ptr<Reply>> replies;
   std::unordered_map<uint64_t, std::weak_ptr<RefState>> refs;
-  std::unordered_map<uint64_t, std::vector<std::shared_ptr<RefState>>> pins;
+  std::unordered_map<uint64_t, std::vector<std::shared_ptr<const void>>> pins;
 };
 
 class Cluster {
@@ -105,6 +106,15 @@ class Cluster {
   // value passed between workers did or did not travel through the master).
   uint64_t payload_bytes_received() const { return payload_bytes_received_.load(); }
 
+  // SharedArray (shared_arrays.cpp): creates a segment mapped on pids (default: this host's
+  // workers, else {1}; filled in) and unlinks it once all mapped it. Throws as SharedArray's
+  // constructor documents. Blocks: until every pid answered.
+  std::shared_ptr<const SharedState> create_shared(const std::string& element,
+                                                   size_t element_bytes, std::vector<size_t> dims,
+                                                   std::vector<int> pids);
+  // The segments mapped by the master (its handles own them; the table only watches).
+  SegmentTable& segments() { return segments_; }
+
   // Stops every worker and the I/O thread (at exit).
   void shutdown() noexcept;
 
@@ -129,6 +139,10 @@ class Cluster {
   void load_plugins_on(const std::vector<std::shared_ptr<WorkerLink>>& links,
                        const std::vector<ShippedPlugin>& plugins);
   StoredValue fetch_from(int owner, uint64_t ref_id);
+  std::vector<std::shared_ptr<WorkerLink>> shared_participants(std::vector<int>& pids,
+                                                              const std::string& what) const;
+  // Tells the workers among pids that are still there to drop their mapping of `name`.
+  void unmap_shared(const std::string& name, const std::vector<int>& pids) noexcept;
   std::shared_ptr<Reply> request(const std::shared_ptr<WorkerLink>& link,
                                  const wire::Message& message, uint64_t id,
                                  const std::string& payload = {});
@@ -167,6 +181,8 @@ class Cluster {
   const std::string cookie_;
   KernelRegistry registry_;  // the master's own kernels (pid 1)
   ValueStore store_;         // values owned by pid 1
+  SegmentTable segments_;    // SharedArray segments the master has mapped (watched, not owned)
+  std::atomic<uint64_t> next_segment_{0};  // n in the segment name /dj-<os pid>-<n>
   ExecContext ctx_;
   LocalExecutor local_;
 

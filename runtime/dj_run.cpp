@@ -10,6 +10,8 @@
 #include <cstring>
 #include <string>
 
+#include "shm/sweep.hpp"
+
 namespace {
 
 constexpr const char* kUsage =
@@ -96,6 +98,8 @@ int main(int argc, char** argv) {
                  errno == EACCES ? "permission denied" : "no such executable file");
     return 127;
   }
+  // Segments that dead masters left in /dev/shm (the runtime sweeps too, at master start).
+  dj::detail::sweep_stale_segments();
   if (procs > 0) ::setenv("DJ_PROCS", std::to_string(procs).c_str(), 1);
   else ::unsetenv("DJ_PROCS");
   ::execvp(program.c_str(), argv + i);

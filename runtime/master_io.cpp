@@ -245,7 +245,7 @@ bool Cluster::pump_output(WorkerLink& link, bool err) {
 void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame) {
   if (auto* done = std::get_if<wire::CallDone>(&frame.message)) {
     std::shared_ptr<RefState> ref;
-    std::vector<std::shared_ptr<RefState>> unpinned;  // destroyed after the lock is released
+    std::vector<std::shared_ptr<const void>> unpinned;  // destroyed after the lock is released
     {
       std::lock_guard lock(mu_);
       auto it = link->refs.find(done->ref_id);
@@ -271,6 +271,7 @@ void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& fr
   if (auto* r = std::get_if<wire::Result>(&frame.message)) request_id = r->request_id;
   else if (auto* r = std::get_if<wire::PluginLoaded>(&frame.message)) request_id = r->request_id;
   else if (auto* r = std::get_if<wire::StatsReply>(&frame.message)) request_id = r->request_id;
+  else if (auto* r = std::get_if<wire::SharedMapped>(&frame.message)) request_id = r->request_id;
   else if (auto* r = std::get_if<wire::FetchRef>(&frame.message)) return on_fetch_ref(link, *r);
   else if (auto* r = std::get_if<wire::ChannelOp>(&frame.message)) {
     return on_channel_op(link, *r, std::move(frame.payload));
@@ -280,7 +281,7 @@ void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& fr
                             wire::message_name(frame.message));
   }
   std::shared_ptr<Reply> reply;
-  std::vector<std::shared_ptr<RefState>> unpinned;
+  std::vector<std::shared_ptr<const void>> unpinned;
   {
     std::lock_guard lock(mu_);
     auto it = link->replies.find(request_id);
@@ -383,7 +384,7 @@ void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string&
                     std::to_string(link->info.os_pid) + " on " + link->info.host + ")";
   std::unordered_map<uint64_t, std::shared_ptr<Reply>> replies;
   std::unordered_map<uint64_t, std::weak_ptr<RefState>> refs;
-  std::unordered_map<uint64_t, std::vector<std::shared_ptr<RefState>>> pins;
+  std::unordered_map<uint64_t, std::vector<std::shared_ptr<const void>>> pins;
   {
     std::lock_guard lock(mu_);
     auto it = links_.find(link->pid);

@@ -31,7 +31,7 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
       listener_(std::move(listener)),
       local_listener_(std::move(local_listener)),
       ctx_{registry_, store_, 0,
-           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }},
+           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }, &segments_},
       timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
       takeover_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!timer_fd_) throw_errno("timerfd_create", "worker");
@@ -384,6 +384,18 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           // The running kernel sees dj::interrupted(); queued calls fail as they are taken
           // (their generation predates this interrupt), which keeps their replies in order.
           interrupt_all();
+        } else if constexpr (std::is_same_v<M, wire::MapShared>) {
+          wire::SharedMapped out{m.request_id, false, {}};
+          try {
+            segments_.hold(m.name, Segment::open(m.name, m.bytes));
+            out.ok = true;
+          } catch (const Error& e) {
+            out.error = {e.kind(), "on worker " + std::to_string(myid()) + ": " + e.what(),
+                         myid(), {}};
+          }
+          send(out);
+        } else if constexpr (std::is_same_v<M, wire::UnmapShared>) {
+          segments_.drop(m.name);
         } else if constexpr (std::is_same_v<M, wire::Shutdown>) {
           exit_now(0, "");
         } else {

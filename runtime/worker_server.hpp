@@ -86,6 +86,7 @@ class WorkerServer {
 
   KernelRegistry registry_;
   ValueStore store_;
+  SegmentTable segments_;  // SharedArray segments the master asked this worker to map
   ExecContext ctx_;
 
   std::mutex write_mu_;   // serialises frames to the master

@@ -106,13 +106,29 @@ TEST_CASE("a kernel that crashes or exits its worker is reported with the cause"
 TEST_CASE("a value held by a worker that died cannot be fetched and says why", "[faults]") {
   addprocs(1);
   Kernels k;
-  Future<int32_t> done = spawnat(2, k.sleep_ms, 1);
+  // Larger than the copy that rides with completion, so only the worker holds it.
+  auto big_vector = k.plugin.kernel<std::vector<double>(int64_t, double)>("big_vector");
+  Future<std::vector<double>> done = spawnat(2, big_vector, int64_t{10000}, 1.0);
   wait(done);
   ::kill(static_cast<pid_t>(worker_info(2).os_pid), SIGKILL);
   REQUIRE(test::eventually([] { return workers() == std::vector<int>{1}; }));
-  Error e = error_of(done);
-  CHECK(e.kind() == ErrorKind::Disconnected);
-  CHECK_THAT(e.what(), Contains("was lost") && Contains("worker 2"));
+  try {
+    fetch(done);
+    FAIL("fetch of a lost value succeeded");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Disconnected);
+    CHECK_THAT(e.what(), Contains("was lost") && Contains("worker 2"));
+  }
+}
+
+TEST_CASE("a small result fetched after its worker died is still there", "[faults]") {
+  addprocs(1);
+  Kernels k;
+  Future<int32_t> small = spawnat(2, k.sleep_ms, 1);
+  wait(small);
+  ::kill(static_cast<pid_t>(worker_info(2).os_pid), SIGKILL);
+  REQUIRE(test::eventually([] { return workers() == std::vector<int>{1}; }));
+  CHECK(fetch(small) == 1);  // it came with the completion message
 }
 
 TEST_CASE("peers without the cluster cookie are dropped and the worker stays healthy", "[faults][security]") {

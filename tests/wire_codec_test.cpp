@@ -39,10 +39,22 @@ TEST_CASE("every message type survives encode and decode", "[wire]") {
                            PluginLoaded{1, true, {}, 3, true}, CallDone{4, true, {}},
                            Fetch{5, 6}, FetchRef{7, 3, 8}, Release{9}, StatsRequest{10},
                            StatsReply{11, 1, 2, 3, 4}, Shutdown{"bye"},
-                           Refused{{ErrorKind::InvalidArgument, "old", 0, ""}}};
+                           Refused{{ErrorKind::InvalidArgument, "old", 0, ""}},
+                           UnmapShared{"/dj-1-0"}};
   for (const auto& m : all) {
     CHECK(decode(encode(m)).index() == m.index());
   }
+
+  auto map = std::get<MapShared>(decode(encode(MapShared{12, "/dj-42-3", 4096})));
+  CHECK(map.request_id == 12);
+  CHECK(map.name == "/dj-42-3");
+  CHECK(map.bytes == 4096);
+  auto mapped = std::get<SharedMapped>(
+      decode(encode(SharedMapped{13, false, {ErrorKind::NotFound, "no segment", 3, ""}})));
+  CHECK(mapped.request_id == 13);
+  CHECK_FALSE(mapped.ok);
+  CHECK(mapped.error.kind == ErrorKind::NotFound);
+  CHECK(mapped.error.message == "no segment");
 }
 
 TEST_CASE("decoding random or truncated bytes throws InvalidArgument, never crashes", "[wire][errors]") {

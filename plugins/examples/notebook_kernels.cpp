@@ -2,8 +2,10 @@
 // worker did the work?", and the method1/method2 data-movement lesson.
 #include <dj/kernel.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <random>
+#include <thread>
 
 namespace {
 
@@ -59,6 +61,15 @@ dj::Matrix<double> random_square_product(int64_t n) {
   return square_product(rand_matrix(n, n), rand_matrix(n, n));
 }
 
+// The body of square_distributed!: this worker squares its share of the SharedArray in place,
+// with 1 ms of (sleeping) work per element, as the notebook's sleep(0.001).
+void square_local_part(dj::SharedArray<double> a) {
+  for (size_t i : dj::localindices(a)) {
+    a[i] = a[i] * a[i];
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 DJ_PLUGIN("notebook_kernels", DJ_KERNEL(add), DJ_KERNEL(rand_matrix),
           DJ_KERNEL(print_myid_then_add), DJ_KERNEL(whoami), DJ_KERNEL(square_product),
-          DJ_KERNEL(random_square_product))
+          DJ_KERNEL(random_square_product), DJ_KERNEL(square_local_part))

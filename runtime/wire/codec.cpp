@@ -163,6 +163,19 @@ void build(s::Message::Builder m, const Message& message) {
             b.setTimeoutMs(v.timeout_ms);
             b.setCapacity(v.capacity);
           },
+          [&](const MapShared& v) {
+            auto b = m.initMapShared();
+            b.setRequestId(v.request_id);
+            b.setName(text_of(v.name));
+            b.setBytes(v.bytes);
+          },
+          [&](const SharedMapped& v) {
+            auto b = m.initSharedMapped();
+            b.setRequestId(v.request_id);
+            b.setOk(v.ok);
+            if (!v.ok) put(b.initError(), v.error);
+          },
+          [&](const UnmapShared& v) { m.initUnmapShared().setName(text_of(v.name)); },
       },
       message);
 }
@@ -234,6 +247,15 @@ Message parse(s::Message::Reader m) {
       return ChannelOp{r.getRequestId(), r.getOwner(), r.getChannelId(),
                        static_cast<ChannelOpKind>(op), r.getTimeoutMs(), r.getCapacity()};
     }
+    case s::Message::MAP_SHARED: {
+      auto r = m.getMapShared();
+      return MapShared{r.getRequestId(), str(r.getName()), r.getBytes()};
+    }
+    case s::Message::SHARED_MAPPED: {
+      auto r = m.getSharedMapped();
+      return SharedMapped{r.getRequestId(), r.getOk(), get(r.getError())};
+    }
+    case s::Message::UNMAP_SHARED: return UnmapShared{str(m.getUnmapShared().getName())};
   }
   throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
                                               std::to_string(static_cast<int>(m.which())));
@@ -274,7 +296,7 @@ const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
       "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
-      "Interrupt", "ChannelOp"};
+      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

@@ -104,10 +104,23 @@ struct ChannelOp {
   int64_t timeout_ms = -1;
   uint64_t capacity = 0;
 };
+struct MapShared {
+  uint64_t request_id = 0;
+  std::string name;
+  uint64_t bytes = 0;
+};
+struct SharedMapped {
+  uint64_t request_id = 0;
+  bool ok = false;
+  RemoteError error;
+};
+struct UnmapShared {
+  std::string name;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
-                             Interrupt, ChannelOp>;
+                             Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

@@ -164,6 +164,29 @@ struct ChannelOp {
   capacity @5 :UInt64;    # create only
 }
 
+struct MapShared {
+  # Master -> worker: map the SharedArray segment `name` (created by the master, 0600) and keep
+  # the mapping until UnmapShared. Answered by SharedMapped. The master unlinks the name once
+  # every participant answered, so the worker must map it now, not lazily.
+  requestId @0 :UInt64;
+  name @1 :Text;         # POSIX shm name "/dj-<master os pid>-<n>".
+  bytes @2 :UInt64;      # Segment size; a segment of another size is refused (not mapped).
+}
+
+struct SharedMapped {
+  # Worker -> master: answer to MapShared. When ok is false nothing was mapped.
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  error @2 :RemoteError; # Set when ok is false.
+}
+
+struct UnmapShared {
+  # Master -> worker: the master's last handle to the SharedArray `name` is gone (and no call
+  # that carries it is in flight): drop the mapping. Copies a kernel still holds keep the memory
+  # until they are destroyed. An unknown name is ignored. No reply.
+  name @0 :Text;
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -182,5 +205,8 @@ struct Message {
     refused @13 :RemoteError;  # Handshake refused (bad protocol version); then the peer closes.
     interrupt @14 :Interrupt;
     channelOp @15 :ChannelOp;
+    mapShared @16 :MapShared;
+    sharedMapped @17 :SharedMapped;
+    unmapShared @18 :UnmapShared;
   }
 }

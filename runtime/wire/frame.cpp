@@ -150,7 +150,8 @@ bool FrameReader::fill(size_t at_least) {
       size_t need = std::max(at_least, kChunk);
       if (need > cap_) {
         auto bigger = std::make_unique<char[]>(need);
-        if (buffered()) std::memcpy(bigger.get(), buf_.get() + start_, buffered());
+        // The first fill has no buffer yet: memcpy from null is undefined even for 0 bytes.
+        if (buffered() != 0) std::memcpy(bigger.get(), buf_.get() + start_, buffered());
         buf_ = std::move(bigger);
         cap_ = need;
       } else {

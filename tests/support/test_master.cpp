@@ -6,6 +6,9 @@
 //   test_master throw N          add N workers, print their OS pids, throw out of main
 //   test_master busy PLUGIN      add a worker, start a long kernel, print "ready", and report
 //                                how fetching it ended (for the Ctrl-C test)
+//   test_master shared N         add N workers, create a SharedArray on them, print its segment
+//                                name and the workers' OS pids, then wait to be killed
+//   test_master shared-return N  the same, then return from main
 #include <dj/dj.hpp>
 
 #include <unistd.h>
@@ -56,6 +59,16 @@ int main(int argc, char** argv) {
     return n;
   }
   if (n > 0) dj::addprocs(n);
+  if (mode == "shared" || mode == "shared-return") {
+    dj::SharedArray<double> s({1000});
+    for (size_t i = 0; i < s.length(); ++i) s[i] = static_cast<double>(i);
+    std::printf("segment=%s ", s.segment_name().c_str());
+    print_worker_pids();
+    if (mode == "shared") {
+      for (;;) ::pause();
+    }
+    return 0;
+  }
   print_worker_pids();
   if (mode == "hold") {
     for (;;) ::pause();

@@ -110,3 +110,32 @@ void copy_file(const std::string& from, const std::string& to) {
 }
 
 }  // namespace dj::test
+
+namespace dj::test {
+
+std::vector<std::string> shm_entries_of(pid_t master) {
+  std::vector<std::string> names;
+  std::string prefix = "dj-" + std::to_string(master) + "-";
+  DIR* d = ::opendir("/dev/shm");
+  if (!d) return names;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.rfind(prefix, 0) == 0) names.push_back(name);
+  }
+  ::closedir(d);
+  return names;
+}
+
+bool maps_segment(pid_t pid, const std::string& name) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto at = line.find("/dev/shm" + name);
+    if (at == std::string::npos) continue;
+    char after = at + 8 + name.size() < line.size() ? line[at + 8 + name.size()] : '\0';
+    if (after == '\0' || after == ' ') return true;  // not a longer name with this prefix
+  }
+  return false;
+}
+
+}  // namespace dj::test

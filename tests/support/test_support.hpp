@@ -49,4 +49,11 @@ class TempDir {
 
 void copy_file(const std::string& from, const std::string& to);
 
+// Names in /dev/shm of SharedArray segments created by the master with OS pid `master`
+// ("dj-<master>-<n>"): tests run in parallel, so each checks only its own master's.
+std::vector<std::string> shm_entries_of(pid_t master);
+// Whether process `pid` has the shared-memory segment `name` ("/dj-...") mapped, unlinked or not
+// (read from /proc/<pid>/maps).
+bool maps_segment(pid_t pid, const std::string& name);
+
 }  // namespace dj::test

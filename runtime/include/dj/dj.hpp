@@ -37,6 +37,7 @@
 
 #include "dj/error.hpp"
 #include "dj/serialize.hpp"
+#include "dj/shared_array.hpp"
 
 namespace dj {
 
@@ -106,7 +107,9 @@ class ArgBlob {
   }
   void add_ref(const std::shared_ptr<RefState>& ref);
   std::string bytes;  // Encoded arguments, see runtime/call_exec.hpp.
-  std::vector<std::shared_ptr<RefState>> pinned;  // Futures passed; kept until the call ends.
+  // Futures (RefState) and SharedArrays (SharedState) passed: kept until the call ends, so a
+  // handle dropped right after the call is sent cannot free what the call is about to use.
+  std::vector<std::shared_ptr<const void>> pinned;
 
  private:
   unsigned char* begin_value(size_t n);
@@ -227,6 +230,7 @@ void add_arg(ArgBlob& blob, const Arg& arg) {
                   "dj: argument type does not convert to the kernel's parameter type");
     if constexpr (std::is_same_v<std::decay_t<Arg>, P>) blob.add_value<P>(arg);
     else blob.add_value<P>(static_cast<P>(arg));
+    if constexpr (IsSharedArray<P>::value) blob.pinned.push_back(arg.shared_state());
   }
 }
 template <class... A, class... Args>

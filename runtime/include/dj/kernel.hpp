@@ -20,6 +20,7 @@
 #include "dj/channel.hpp"
 #include "dj/plugin_abi.h"
 #include "dj/serialize.hpp"
+#include "dj/shared_array.hpp"
 
 namespace dj {
 
