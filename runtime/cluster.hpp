@@ -73,6 +73,7 @@ class Cluster {
   static Cluster* existing() noexcept;
 
   std::vector<int> workers() const;
+  // n = 0: as many as manager.launch(0) starts (SSH hosts with count "auto").
   std::vector<int> add_workers(ClusterManager& manager, int n, std::chrono::milliseconds timeout);
   void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace);
   WorkerInfo info(int pid) const;

@@ -77,9 +77,25 @@ int64_t& counter() {
 void bump(int64_t by) { counter() += by; }
 int64_t read_counter() { return counter(); }
 
+// Where a worker runs: its host name, working directory and environment (cluster managers).
+std::string hostname() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+std::string working_dir() {
+  char buf[4096] = {};
+  return ::getcwd(buf, sizeof buf) ? buf : "";
+}
+std::string env_value(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  return v ? v : "";
+}
+
 DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
           DJ_KERNEL(os_pid), DJ_KERNEL(greet), DJ_KERNEL(scale), DJ_KERNEL(transpose),
           DJ_KERNEL(cross), DJ_KERNEL(describe), DJ_KERNEL(transpose_matrix), DJ_KERNEL(move),
           DJ_KERNEL(negate_flag), DJ_KERNEL(big_vector), DJ_KERNEL(sum), DJ_KERNEL(length),
           DJ_KERNEL(fail), DJ_KERNEL(sleep_ms), DJ_KERNEL(print_line), DJ_KERNEL(print_stderr),
-          DJ_KERNEL(crash), DJ_KERNEL(bump), DJ_KERNEL(read_counter))
+          DJ_KERNEL(crash), DJ_KERNEL(bump), DJ_KERNEL(read_counter),
+          DJ_KERNEL(hostname), DJ_KERNEL(working_dir), DJ_KERNEL(env_value))
