@@ -5,6 +5,7 @@
 
 #include "cluster.hpp"
 #include "managers/local_manager.hpp"
+#include "managers/slurm_manager.hpp"
 #include "managers/ssh_manager.hpp"
 
 namespace dj {
@@ -60,6 +61,16 @@ std::vector<int> addprocs(const std::vector<Machine>& machines, const SshOptions
   auto& cluster = detail::Cluster::instance();
   SshManager manager(machines, options, LocalManager::default_exename());
   return cluster.add_workers(manager, manager.fixed_count(), options.timeout);
+}
+
+std::vector<int> addprocs_slurm(int n, const SlurmOptions& options) {
+  auto& cluster = detail::Cluster::instance();
+  if (n < 1) {
+    throw Error(ErrorKind::InvalidArgument,
+                "addprocs_slurm: worker count must be at least 1, got " + std::to_string(n));
+  }
+  SlurmManager manager(options, LocalManager::default_exename());
+  return cluster.add_workers(manager, n, options.timeout);
 }
 
 void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {

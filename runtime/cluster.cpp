@@ -114,6 +114,11 @@ Cluster& Cluster::instance() {
     }
     return true;
   }();
+  static const bool remote_from_env = [] {
+    cluster->add_workers_from_env();
+    return true;
+  }();
+  (void)remote_from_env;
   (void)procs_from_env;
   return *cluster;
 }

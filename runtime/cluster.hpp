@@ -102,6 +102,8 @@ class Cluster {
   ~Cluster() = delete;  // Never destroyed: Futures in static storage may outlive main.
 
   static std::string to_hex_cookie();
+  // dj-run --hosts / --machine-file / --slurm (cluster_env.cpp).
+  void add_workers_from_env();
   static void ignore_sigpipe();
   std::shared_ptr<WorkerLink> find_locked(int pid) const;
   uint64_t next_id_locked() { return next_id_++; }
