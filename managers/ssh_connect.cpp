@@ -4,6 +4,7 @@
 
 #include <libssh/callbacks.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -37,7 +38,12 @@ std::string option_string(ssh_session s, ssh_options_e option) {
 
 SshSession::SshSession(const SshLaunchPlan& plan) : name_(plan.machine.host) {
   static std::once_flag init;
-  std::call_once(init, [] { ssh_init(); });
+  std::call_once(init, [] {
+    // OpenSSL would otherwise free itself in an atexit handler registered after the cluster's,
+    // so it would run first, while SSH pump threads still encrypt (a crash at exit).
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
+    ssh_init();
+  });
   const Machine& m = plan.machine;
   const SshOptions& o = plan.options;
   session_ = ssh_new();
