@@ -5,6 +5,8 @@
 
 #include "cluster.hpp"
 #include "managers/local_manager.hpp"
+#include "managers/slurm_manager.hpp"
+#include "managers/ssh_manager.hpp"
 
 namespace dj {
 
@@ -53,6 +55,31 @@ std::vector<int> addprocs(int n, const LocalOptions& options) {
   LocalManager manager(options.exename.empty() ? LocalManager::default_exename()
                                                : options.exename);
   return cluster.add_workers(manager, n, options.timeout);  // marks them local
+}
+
+std::vector<int> addprocs(ClusterManager& manager, int n, std::chrono::milliseconds timeout) {
+  auto& cluster = detail::Cluster::instance();
+  if (n < 1) {
+    throw Error(ErrorKind::InvalidArgument,
+                "addprocs: worker count must be at least 1, got " + std::to_string(n));
+  }
+  return cluster.add_workers(manager, n, timeout);
+}
+
+std::vector<int> addprocs(const std::vector<Machine>& machines, const SshOptions& options) {
+  auto& cluster = detail::Cluster::instance();
+  SshManager manager(machines, options, LocalManager::default_exename());
+  return cluster.add_workers(manager, manager.fixed_count(), options.timeout);
+}
+
+std::vector<int> addprocs_slurm(int n, const SlurmOptions& options) {
+  auto& cluster = detail::Cluster::instance();
+  if (n < 1) {
+    throw Error(ErrorKind::InvalidArgument,
+                "addprocs_slurm: worker count must be at least 1, got " + std::to_string(n));
+  }
+  SlurmManager manager(options, LocalManager::default_exename());
+  return cluster.add_workers(manager, n, options.timeout);
 }
 
 void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {

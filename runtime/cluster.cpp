@@ -115,6 +115,11 @@ Cluster& Cluster::instance() {
     }
     return true;
   }();
+  static const bool remote_from_env = [] {
+    cluster->add_workers_from_env();
+    return true;
+  }();
+  (void)remote_from_env;
   (void)procs_from_env;
   return *cluster;
 }
@@ -220,8 +225,9 @@ std::shared_ptr<WorkerLink> Cluster::find_locked(int pid) const {
 
 std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w, int pid,
                                                Clock::time_point deadline) {
-  std::string who = "worker " + std::to_string(pid) + " (os pid " + std::to_string(w->os_pid()) +
-                    ")";
+  std::string host = w->host();
+  std::string who = "worker " + std::to_string(pid) + " (" + (host.empty() ? "" : host + ", ") +
+                    "os pid " + std::to_string(w->os_pid()) + ")";
   std::string cookie_line = cookie_ + "\n";
   try {
     write_full(w->stdin_fd(), cookie_line.data(), cookie_line.size());
@@ -246,11 +252,17 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
   std::istringstream fields(line->substr(kPrefix.size()));
   std::string address, unix_field, host_field;
   fields >> address >> unix_field >> host_field;
-  auto [host, port] = split_host_port(address);
+  auto [worker_host, port] = split_host_port(address);
   auto connect_timeout = std::chrono::milliseconds(std::max(ms_left(deadline), 1));
   bool same_host = unix_field.rfind("unix:@", 0) == 0 && host_field == "host:" + host_identity();
-  Fd sock = same_host ? connect_unix_abstract(unix_field.substr(6), connect_timeout)
-                      : connect_tcp(host, port, connect_timeout);
+  Fd sock;
+  if (same_host) {
+    sock = connect_unix_abstract(unix_field.substr(6), connect_timeout);
+  } else if (int fd = w->open_connection(worker_host, port, connect_timeout); fd >= 0) {
+    sock = Fd(fd);  // The manager's own path to the worker (an SSH tunnel).
+  } else {
+    sock = connect_tcp(worker_host, port, connect_timeout);
+  }
   wire::write_frame(sock.get(), wire::Hello{cookie_, pid, 1, wire::kProtocolVersion});
   set_receive_timeout(sock.get(), std::chrono::milliseconds(std::max(ms_left(deadline), 1)));
   auto frame = wire::read_frame(sock.get());
@@ -268,12 +280,24 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
 
 std::vector<int> Cluster::add_workers(ClusterManager& manager, int n,
                                       std::chrono::milliseconds timeout) {
-  if (n < 1) {
+  if (n < 0) {
     throw Error(ErrorKind::InvalidArgument,
                 "addprocs: worker count must be at least 1, got " + std::to_string(n));
   }
   std::lock_guard serial(load_mu_);
-  auto launched = manager.launch(n);  // Throws with nothing started.
+  std::vector<std::unique_ptr<LaunchedWorker>> launched;
+  try {
+    launched = manager.launch(n);  // Throws with nothing started.
+  } catch (const Error& e) {
+    throw Error(e.kind(), "addprocs on " + manager.describe() + " failed; no worker was added: " +
+                              e.what());
+  }
+  if (n == 0) n = static_cast<int>(launched.size());  // The manager decided (SSH "auto").
+  if (launched.size() != static_cast<size_t>(n) || n == 0) {
+    throw Error(ErrorKind::Internal, manager.describe() + " launched " +
+                                         std::to_string(launched.size()) + " workers, not " +
+                                         std::to_string(n));
+  }
   int first_pid;
   {
     std::lock_guard lock(mu_);

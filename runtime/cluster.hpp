@@ -75,6 +75,7 @@ class Cluster {
   static Cluster* existing() noexcept;
 
   std::vector<int> workers() const;
+  // n = 0: as many as manager.launch(0) starts (SSH hosts with count "auto").
   std::vector<int> add_workers(ClusterManager& manager, int n, std::chrono::milliseconds timeout);
   void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace);
   WorkerInfo info(int pid) const;
@@ -123,6 +124,8 @@ class Cluster {
   ~Cluster() = delete;  // Never destroyed: Futures in static storage may outlive main.
 
   static std::string to_hex_cookie();
+  // dj-run --hosts / --machine-file / --slurm (cluster_env.cpp).
+  void add_workers_from_env();
   static void ignore_sigpipe();
   void install_sigint_handler();
   static bool take_sigint();

@@ -1,5 +1,6 @@
-// dj-run: `julia -p N script.jl` for dj. Runs PROGRAM as the master with N local workers
-// already added (the runtime reads DJ_PROCS on first use), and exits with PROGRAM's status.
+// dj-run: `julia -p N script.jl` (and --machine-file) for dj. Runs PROGRAM as the master with
+// its workers already added: the runtime reads DJ_PROCS, DJ_HOSTS, DJ_MACHINE_FILE, DJ_SLURM_N
+// and DJ_SLURM_ARGS on first use. Exits with PROGRAM's status.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,13 +16,19 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: dj-run [-p N] PROGRAM [ARGS...]\n"
+    "usage: dj-run [-p N] [--hosts LIST | --machine-file FILE]\n"
+    "              [--slurm -n N [-- SRUN_OPTION=VALUE...]] PROGRAM [ARGS...]\n"
     "\n"
-    "Runs PROGRAM, a dj master program, with N local workers already added\n"
-    "(like `julia -p N script.jl`). The exit status is PROGRAM's.\n"
+    "Runs PROGRAM, a dj master program, with its workers already added\n"
+    "(like `julia -p N --machine-file FILE script.jl`). The exit status is PROGRAM's.\n"
     "\n"
-    "  -p, --procs N   number of local workers to start (1..4096; default 0)\n"
-    "  -h, --help      show this help\n";
+    "  -p, --procs N         number of local workers to start (1..4096; default 0)\n"
+    "  --hosts LIST          SSH hosts, comma-separated machine specs: h1,2*h2,auto*h3\n"
+    "  --machine-file FILE   SSH hosts from a Distributed.jl machine file\n"
+    "                        (SSH config: $DJ_SSH_CONFIG, else ~/.ssh/config)\n"
+    "  --slurm -n N          N workers started by srun (a step of $SLURM_JOB_ID when set);\n"
+    "                        srun options follow `--`, each as one word (--partition=debug)\n"
+    "  -h, --help            show this help\n";
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "dj-run: %s\n\n%s", message.c_str(), kUsage);
@@ -61,10 +68,35 @@ bool is_runnable(const std::string& program) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long procs = 0;
+  long procs = 0, slurm_n = 0;
+  bool slurm = false;
+  std::string hosts, machine_file, srun_args;
   int i = 1;
   for (; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--hosts" || arg == "--machine-file") {
+      if (i + 1 >= argc || !*argv[i + 1]) return usage_error(arg + " needs a value");
+      if (!hosts.empty() || !machine_file.empty()) {
+        return usage_error("give only one of --hosts and --machine-file");
+      }
+      (arg == "--hosts" ? hosts : machine_file) = argv[++i];
+      continue;
+    }
+    if (arg == "--slurm") {
+      slurm = true;
+      continue;
+    }
+    if (arg == "-n") {
+      if (!slurm) return usage_error("-n is the worker count of --slurm: write --slurm -n N");
+      if (i + 1 >= argc || !parse_count(argv[++i], slurm_n)) {
+        return usage_error("invalid --slurm worker count (expected -n with 1 to 4096)");
+      }
+      continue;
+    }
+    if (arg == "--" && slurm) {  // srun options, up to PROGRAM (the first word without '-').
+      for (++i; i < argc && argv[i][0] == '-'; ++i) srun_args += std::string(argv[i]) + "\n";
+      break;
+    }
     if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -91,6 +123,7 @@ int main(int argc, char** argv) {
     if (!arg.empty() && arg[0] == '-') return usage_error("unknown option '" + arg + "'");
     break;
   }
+  if (slurm && slurm_n == 0) return usage_error("--slurm needs a worker count: --slurm -n N");
   if (i >= argc) return usage_error("no PROGRAM given");
   std::string program = argv[i];
   if (!is_runnable(program)) {
@@ -102,6 +135,14 @@ int main(int argc, char** argv) {
   dj::detail::sweep_stale_segments();
   if (procs > 0) ::setenv("DJ_PROCS", std::to_string(procs).c_str(), 1);
   else ::unsetenv("DJ_PROCS");
+  auto set_or_unset = [](const char* name, const std::string& value) {
+    if (value.empty()) ::unsetenv(name);
+    else ::setenv(name, value.c_str(), 1);
+  };
+  set_or_unset("DJ_HOSTS", hosts);
+  set_or_unset("DJ_MACHINE_FILE", machine_file);
+  set_or_unset("DJ_SLURM_N", slurm ? std::to_string(slurm_n) : "");
+  set_or_unset("DJ_SLURM_ARGS", srun_args);
   ::execvp(program.c_str(), argv + i);
   std::fprintf(stderr, "dj-run: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
   return 127;

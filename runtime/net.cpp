@@ -93,6 +93,17 @@ std::string local_address(int fd) {
   return format_address(ss);
 }
 
+std::string address_toward(const std::string& peer) {
+  // A UDP "connect" sends nothing: it only asks the kernel which source address it would use.
+  addrinfo* res = resolve(peer, 9, false);
+  Fd fd(::socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  int rc = fd ? ::connect(fd.get(), res->ai_addr, res->ai_addrlen) : -1;
+  ::freeaddrinfo(res);
+  if (rc != 0) throw_errno("connect", "UDP route toward " + peer);
+  std::string local = local_address(fd.get());
+  return local.substr(0, local.rfind(':'));
+}
+
 std::string peer_address(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

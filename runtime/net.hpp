@@ -31,6 +31,10 @@ Fd listen_tcp(const std::string& addr, uint16_t port);
 // "ip:port" the socket is bound to / connected from.
 std::string local_address(int fd);
 std::string peer_address(int fd);
+// The local IP address the kernel would use to reach `peer` (a host name or address): where a
+// remote worker listens so that its master, and only networks toward it, can connect.
+// Throws: dj::Error naming the peer when there is no route.
+std::string address_toward(const std::string& peer);
 // Accepts one connection (close-on-exec, TCP_NODELAY); invalid Fd if none is pending.
 Fd accept_tcp(int listen_fd);
 // Connects to host:port within `timeout`. Throws: dj::Error(Disconnected) naming the address.

@@ -18,8 +18,12 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: dj-worker [--bind ADDRESS] [--accept-timeout MS]\n"
-    "Started by a dj cluster manager; reads the cluster cookie from stdin.\n";
+    "usage: dj-worker [--bind ADDRESS | --bind-toward MASTER_ADDRESS] [--port PORT]\n"
+    "                 [--accept-timeout MS]\n"
+    "Started by a dj cluster manager; reads the cluster cookie from stdin.\n"
+    "  --bind ADDRESS              listen on ADDRESS (default 127.0.0.1)\n"
+    "  --bind-toward MASTER_ADDR   listen on this host's address that routes to MASTER_ADDR\n"
+    "  --port PORT                 listen on PORT (default: any free port)\n";
 
 std::string read_cookie_line() {
   std::string line;
@@ -36,13 +40,16 @@ std::string read_cookie_line() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bind = "127.0.0.1";
-  long accept_timeout_ms = 60000;
+  std::string bind = "127.0.0.1", bind_toward;
+  long accept_timeout_ms = 60000, port = 0;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if ((arg == "--bind" || arg == "--accept-timeout") && i + 1 < argc) {
+    if ((arg == "--bind" || arg == "--bind-toward" || arg == "--port" ||
+         arg == "--accept-timeout") && i + 1 < argc) {
       std::string value = argv[++i];
       if (arg == "--bind") bind = value;
+      else if (arg == "--bind-toward") bind_toward = value;
+      else if (arg == "--port") port = std::atol(value.c_str());
       else accept_timeout_ms = std::atol(value.c_str());
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
@@ -61,7 +68,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    dj::detail::Fd listener = dj::detail::listen_tcp(bind, 0);
+    if (!bind_toward.empty()) bind = dj::detail::address_toward(bind_toward);
+    dj::detail::Fd listener = dj::detail::listen_tcp(bind, static_cast<uint16_t>(port));
     // A same-host master connects through the abstract Unix socket instead (cheaper); the
     // host identity on the line tells it whether it is on the same host.
     std::string unix_name = "dj-worker-" + std::to_string(::getpid()) + "-" +

@@ -12,7 +12,7 @@ prefix=${DJ_PREFIX:-/usr/local}
 jobs=${DJ_JOBS:-$(nproc)}
 
 packages=(build-essential cmake pkg-config libboost-dev libboost-filesystem-dev capnproto
-          libcapnp-dev libssh-dev catch2 procps liblapacke-dev)
+          libcapnp-dev libssh-dev libssl-dev catch2 procps liblapacke-dev)
 
 install_packages() {
   local missing=()
@@ -35,6 +35,23 @@ configure_and_build() {  # dir, extra cmake args...
   cmake --build "$dir" -j "$jobs"
 }
 
+# The SSH test hosts and the one-node SLURM the manager tests run against (they install their
+# own packages; both need root). Their variables are exported for ctest; the trap stops them.
+shared_scripts=$here/../shared/scripts
+start_test_clusters() {
+  for s in ssh-hosts-up ssh-hosts-down slurm-local-up slurm-local-down; do
+    [ -x "$shared_scripts/$s" ] || { echo "dev.sh: $shared_scripts/$s is missing: the SSH and SLURM tests need it" >&2; exit 1; }
+  done
+  trap stop_test_clusters EXIT
+  echo "== starting 3 SSH test hosts and a one-node SLURM"
+  eval "$("$shared_scripts/ssh-hosts-up" 3)"
+  eval "$("$shared_scripts/slurm-local-up")"
+}
+stop_test_clusters() {
+  "$shared_scripts/ssh-hosts-down" >/dev/null || echo "dev.sh: ssh-hosts-down reported leftovers" >&2
+  "$shared_scripts/slurm-local-down" >/dev/null || echo "dev.sh: slurm-local-down reported leftovers" >&2
+}
+
 install_dj() {
   cmake --install "$build" >/dev/null
   ldconfig 2>/dev/null || true
@@ -55,6 +72,7 @@ case "$cmd" in
     configure_and_build "$build"
     install_dj
     cmake --build "$build" --target check-headers  # every public header compiles on its own
+    start_test_clusters  # used by both test builds below
     echo "== test suite (plain build)"
     ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 300
     if [ "${DJ_SKIP_SANITIZE:-0}" != 1 ]; then

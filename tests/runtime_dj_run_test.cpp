@@ -34,7 +34,7 @@ TEST_CASE("dj-run exits with the program's exit status", "[dj-run]") {
 TEST_CASE("dj-run --help describes its usage", "[dj-run]") {
   auto r = test::run_command(dj_run() + " --help");
   CHECK(r.status == 0);
-  CHECK_THAT(r.output, Contains("usage: dj-run [-p N] PROGRAM"));
+  CHECK_THAT(r.output, Contains("usage: dj-run [-p N] [--hosts LIST | --machine-file FILE]"));
 }
 
 TEST_CASE("dj-run refuses a bad worker count or a missing program with a clear error", "[dj-run][errors]") {

@@ -148,6 +148,20 @@ int32_t ignore_interrupts(int32_t ms) {
   }
   return ms;
 }
+// Where a worker runs: its host name, working directory and environment (cluster managers).
+std::string hostname() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+std::string working_dir() {
+  char buf[4096] = {};
+  return ::getcwd(buf, sizeof buf) ? buf : "";
+}
+std::string env_value(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  return v ? v : "";
+}
 
 DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
           DJ_KERNEL(os_pid), DJ_KERNEL(greet), DJ_KERNEL(scale), DJ_KERNEL(transpose),
@@ -159,4 +173,5 @@ DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
           DJ_KERNEL(fail_range), DJ_KERNEL(die_once), DJ_KERNEL(work_until_interrupted),
           DJ_KERNEL(ignore_interrupts), DJ_KERNEL(maybe_die),
           DJ_KERNEL(sleep_then_whoami), DJ_KERNEL(produce), DJ_KERNEL(consume),
-          DJ_KERNEL(take_one))
+          DJ_KERNEL(take_one),
+          DJ_KERNEL(hostname), DJ_KERNEL(working_dir), DJ_KERNEL(env_value))

@@ -35,6 +35,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dj/cluster_manager.hpp"
 #include "dj/error.hpp"
 #include "dj/serialize.hpp"
 #include "dj/shared_array.hpp"
@@ -63,6 +64,75 @@ struct LocalOptions {
 // died or timed out while starting). On failure no worker of this call is left running.
 // Blocks: until every new worker has answered.
 std::vector<int> addprocs(int n, const LocalOptions& options = {});
+
+// Starts `n` workers with your own manager (dj/cluster_manager.hpp) and returns their pids.
+// Throws, blocks and cleans up as addprocs(n). Lifetime: the workers may outlive `manager`.
+std::vector<int> addprocs(ClusterManager& manager, int n,
+                          std::chrono::milliseconds timeout = std::chrono::milliseconds(20000));
+
+// Workers on one SSH host, in Distributed.jl's machine format
+// "[count*][user@]host[:port] [bind_addr[:port]]" ("2*alice@node1:2222 10.0.0.5"), or as
+// {host, count}. count kAutoCount starts one worker per core of the host ("auto*node1").
+inline constexpr int kAutoCount = 0;
+struct Machine {
+  Machine(const char* spec) : Machine(std::string(spec)) {}  // NOLINT: implicit on purpose
+  Machine(const std::string& spec);                          // NOLINT: implicit on purpose
+  Machine(const std::string& host_spec, int count_on_host);
+  std::string host;       // As given (resolved through the SSH config file).
+  std::string user;       // "" = the SSH config's, else the local user.
+  int port = 0;           // 0 = the SSH config's, else 22.
+  int count = 1;          // Workers on this host (kAutoCount: one per core).
+  std::string bind_addr;  // Where its workers listen ("" = the address routing to the master).
+  int bind_port = 0;
+};
+// The machines listed in a Distributed.jl machine file: one Machine per non-blank line;
+// '#' starts a comment. Throws: NotFound (no file), InvalidArgument naming file:line.
+std::vector<Machine> read_machine_file(const std::string& path);
+
+// Options of addprocs on SSH hosts. Hosts keys are checked against known_hosts, and login is
+// by key only (ssh-agent, then identity files): dj never prompts for a password.
+struct SshOptions {
+  std::string exename;    // dj-worker on the hosts; default: this machine's dj-worker path.
+  std::string dir;        // Working directory of the workers; default: the login directory.
+  std::vector<std::pair<std::string, std::string>> env;  // Extra environment of the workers.
+  int max_parallel = 10;  // Hosts connected to at the same time (Julia's max_parallel).
+  bool tunnel = false;    // Reach workers through SSH port forwarding (they listen on
+                          // 127.0.0.1 of their host) when hosts cannot accept connections.
+  std::string ssh_config;     // SSH config file; default ~/.ssh/config.
+  std::string identity_file;  // Private key tried first (after the agent).
+  std::string known_hosts;    // Default: the config's UserKnownHostsFile, else ~/.ssh/known_hosts.
+  bool strict_host_key_checking = true;  // false: accept unknown keys (never changed ones).
+  std::string master_addr;  // Address the hosts reach the master at; default: the address of
+                            // the master's end of each host's SSH connection.
+  std::chrono::milliseconds connect_timeout{10000};  // Per host: connect and log in.
+  std::chrono::milliseconds timeout{30000};          // Per worker: launch to ready.
+};
+
+// Starts workers on SSH hosts and returns their pids, host by host in the given order.
+// Throws: InvalidArgument (bad machine spec, refused login, unknown or changed host key),
+// NotFound (exename missing on a host), Disconnected (host unreachable, worker died). The
+// message names every host that failed and why. On failure no worker of this call is added
+// and nothing of it is left running on any host. Blocks: until every worker has answered.
+std::vector<int> addprocs(const std::vector<Machine>& machines, const SshOptions& options = {});
+
+// Options of addprocs_slurm, passed to srun. Inside an allocation (SLURM_JOB_ID set) the
+// workers run as a step of it; otherwise srun asks SLURM for a job of its own.
+struct SlurmOptions {
+  std::string partition;   // srun --partition
+  std::string time;        // srun --time ("10:00")
+  std::string job_name = "dj-workers";
+  std::vector<std::string> srun_args;  // Any other srun options ("--mem=1G").
+  std::string exename;     // dj-worker on the nodes; default: this machine's dj-worker path.
+  std::string master_addr;  // Address the nodes reach the master at; default: this host's name.
+  std::chrono::milliseconds timeout{60000};  // From srun to every worker ready (queue wait
+                                             // included): a job that never starts fails then.
+};
+
+// Starts `n` workers with srun (one job step of n tasks) and returns their pids.
+// Throws: InvalidArgument (SLURM refused the job: the message carries srun's reason),
+// Disconnected (timeout, a task died). On failure no step or job of this call is left.
+// Blocks: until every worker has answered.
+std::vector<int> addprocs_slurm(int n, const SlurmOptions& options = {});
 
 // Stops workers: asks each to exit, then kills it after `grace`. Their pending Futures fail
 // with Disconnected. Throws: InvalidArgument for pid 1 or an unknown pid (nothing is stopped).
