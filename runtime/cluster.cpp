@@ -73,7 +73,14 @@ std::string drain_text(int fd) {
 WorkerLink::WorkerLink(int worker_pid, std::unique_ptr<LaunchedWorker> proc, Fd sock)
     : pid(worker_pid), process(std::move(proc)), socket(std::move(sock)), reader(socket.get()) {}
 
+namespace {
+std::atomic<uint64_t> g_payload_bytes_sent{0};
+}
+
+uint64_t Cluster::payload_bytes_sent() { return g_payload_bytes_sent.load(); }
+
 bool WorkerLink::send(const wire::Message& message, const std::string& payload) {
+  g_payload_bytes_sent.fetch_add(payload.size());
   std::lock_guard lock(write_mu);
   try {
     wire::write_frame(socket.get(), message, payload);

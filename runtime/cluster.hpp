@@ -99,6 +99,8 @@ class Cluster {
   std::pair<wire::Result, std::string> channel_request(wire::ChannelOp op, std::string item);
   // Fire-and-forget (release).
   void channel_send(const wire::ChannelOp& op);
+  // Keeps `bytes` on `pid` under a new ref (Cached arguments); the ref completes when stored.
+  std::shared_ptr<RefState> store_value(int pid, std::string bytes);
   int least_loaded() const;
   std::string fetch(const RefState& ref);
   void release(int owner, uint64_t id) noexcept;
@@ -190,6 +192,10 @@ class Cluster {
   LocalExecutor local_;
 
   std::atomic<uint64_t> payload_bytes_received_{0};
+ public:
+  // Payload bytes the master has sent to workers (diagnostics and tests).
+  static uint64_t payload_bytes_sent();
+ private:
   Fd wake_fd_;
   Fd epoll_fd_;
   std::atomic<bool> some_link_disarmed_{false};

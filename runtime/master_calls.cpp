@@ -199,6 +199,29 @@ void Cluster::channel_send(const wire::ChannelOp& op) {
   link->send(op);
 }
 
+std::shared_ptr<RefState> Cluster::store_value(int pid, std::string bytes) {
+  uint64_t id;
+  std::shared_ptr<WorkerLink> link;
+  {
+    std::lock_guard lock(mu_);
+    id = next_id_locked();
+    if (pid != 1) link = find_locked(pid);
+  }
+  auto ref = std::make_shared<RefState>(pid, id);
+  if (pid == 1) {
+    for (auto& w : store_.put(id, std::make_shared<StoredValue>(StoredValue{true, std::move(bytes), {}}))) w();
+    ref->complete(true, {});
+    return ref;
+  }
+  {
+    std::lock_guard lock(mu_);
+    link->refs[id] = ref;
+    link->in_flight.fetch_add(1);
+  }
+  link->send(wire::StoreValue{id}, bytes);
+  return ref;
+}
+
 int Cluster::least_loaded() const {
   std::lock_guard lock(mu_);
   if (links_.empty()) return 1;

@@ -89,6 +89,32 @@ Error element_error(size_t index, size_t total, int pid, const std::string& kern
 
 }  // namespace
 
+struct CachedState {
+  std::string bytes;
+  std::string type;
+  std::mutex mu;
+  std::map<int, std::shared_ptr<RefState>> copies;  // guarded by mu; released with the state
+};
+
+std::shared_ptr<CachedState> make_cached(std::string bytes, const std::string& type) {
+  auto state = std::make_shared<CachedState>();
+  state->bytes = std::move(bytes);
+  state->type = type;
+  return state;
+}
+
+std::shared_ptr<RefState> cached_ref_on(const std::shared_ptr<CachedState>& cached, int pid) {
+  if (pid <= 0) {
+    throw Error(ErrorKind::InvalidArgument,
+                "a Cached<" + cached->type + "> argument needs the process it is sent to "
+                "(it cannot be a pmap element)");
+  }
+  std::lock_guard lock(cached->mu);
+  auto& copy = cached->copies[pid];
+  if (!copy) copy = Cluster::instance().store_value(pid, cached->bytes);
+  return copy;
+}
+
 std::vector<int> pool_workers(const WorkerPool* pool) {
   std::vector<int> pids = pool ? pool->workers() : dj::workers();
   if (pids.empty()) throw Error(ErrorKind::Disconnected, "the worker pool has no live worker");

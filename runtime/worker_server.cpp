@@ -380,6 +380,11 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           serve_channel_op(m, std::move(frame.payload), [this](wire::Result r, std::string b) {
             send(r, r.ok ? b : std::string());
           });
+        } else if constexpr (std::is_same_v<M, wire::StoreValue>) {
+          auto waiters = store_.put(
+              m.ref_id, std::make_shared<StoredValue>(StoredValue{true, std::move(frame.payload), {}}));
+          send(wire::CallDone{m.ref_id, true, {}});
+          for (auto& waiter : waiters) waiter();
         } else if constexpr (std::is_same_v<M, wire::Interrupt>) {
           // The running kernel sees dj::interrupted(); queued calls fail as they are taken
           // (their generation predates this interrupt), which keeps their replies in order.

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <set>
 
+#include "cluster.hpp"
 #include "dj/dj.hpp"
 #include "test_support.hpp"
 
@@ -266,4 +267,33 @@ TEST_CASE("interrupt replaces a worker whose kernel ignores it, as a last resort
   CHECK(now[0] != 2);
   CHECK(remotecall_fetch(k.whoami, now[0]) == now[0]);  // the replacement has the plugins
   REQUIRE_THROWS_WITH(interrupt({1}), Contains("pid 1 is the master"));
+}
+
+TEST_CASE("a Cached argument is shipped to each worker once and reused by every call", "[pools]") {
+  auto pids = addprocs(2);
+  Kernels k;
+  auto sum = k.plugin.kernel<double(std::vector<double>)>("sum");
+  CachingPool pool(pids);
+  const size_t n = 1 << 20;  // 8 MiB
+  auto big = pool.cache(std::vector<double>(n, 1.0));
+  uint64_t before = detail::Cluster::payload_bytes_sent();
+  for (int i = 0; i < 10; ++i) CHECK(remotecall_fetch(sum, pool, big) == Approx(double(n)));
+  uint64_t sent = detail::Cluster::payload_bytes_sent() - before;
+  CHECK(sent >= n * 8);          // it did travel...
+  CHECK(sent <= 2 * n * 8 + 4096);  // ...at most once per worker, not once per call
+  REQUIRE_THROWS_WITH(pmap(sum, std::vector<Cached<std::vector<double>>>{big}, quiet()),
+                      Contains("cannot be a pmap element"));
+}
+
+TEST_CASE("dropping the last Cached handle frees the workers' copies", "[pools]") {
+  addprocs(1);
+  Kernels k;
+  auto length = k.plugin.kernel<int64_t(std::vector<double>)>("length");
+  auto base = worker_stats(2).stored_values;
+  {
+    auto big = cache(std::vector<double>(1000, 2.0));
+    CHECK(remotecall_fetch(length, 2, big) == 1000);
+    CHECK(worker_stats(2).stored_values == base + 1);
+  }
+  REQUIRE(test::eventually([&] { return worker_stats(2).stored_values == base; }));
 }

@@ -176,6 +176,7 @@ void build(s::Message::Builder m, const Message& message) {
             if (!v.ok) put(b.initError(), v.error);
           },
           [&](const UnmapShared& v) { m.initUnmapShared().setName(text_of(v.name)); },
+          [&](const StoreValue& v) { m.initStoreValue().setRefId(v.ref_id); },
       },
       message);
 }
@@ -256,6 +257,7 @@ Message parse(s::Message::Reader m) {
       return SharedMapped{r.getRequestId(), r.getOk(), get(r.getError())};
     }
     case s::Message::UNMAP_SHARED: return UnmapShared{str(m.getUnmapShared().getName())};
+    case s::Message::STORE_VALUE: return StoreValue{m.getStoreValue().getRefId()};
   }
   throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
                                               std::to_string(static_cast<int>(m.which())));
@@ -296,7 +298,7 @@ const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
       "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
-      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared"};
+      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared", "StoreValue"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

@@ -117,10 +117,14 @@ struct SharedMapped {
 struct UnmapShared {
   std::string name;
 };
+struct StoreValue {
+  uint64_t ref_id = 0;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
-                             Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared>;
+                             Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared,
+                             StoreValue>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

@@ -187,6 +187,12 @@ struct UnmapShared {
   name @0 :Text;
 }
 
+struct StoreValue {
+  # Master -> worker: keep the payload (an encoded value) under refId, as if a call had
+  # computed it (Cached arguments). Answered by CallDone(refId).
+  refId @0 :UInt64;
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -208,5 +214,6 @@ struct Message {
     mapShared @16 :MapShared;
     sharedMapped @17 :SharedMapped;
     unmapShared @18 :UnmapShared;
+    storeValue @19 :StoreValue;
   }
 }

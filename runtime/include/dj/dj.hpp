@@ -291,10 +291,38 @@ template <class T>
 bool isready(const Future<T>& f) { return detail::ref_ready(ref_of(f)); }
 
 namespace detail {
+struct CachedState;  // The encoded value and the copy each worker holds (runtime/parallel.cpp).
+std::shared_ptr<CachedState> make_cached(std::string bytes, const std::string& type);
+// The Future of the copy on `pid`, shipping it there first if needed. Throws: NotFound,
+// Disconnected (pid), InvalidArgument (pid 0: no target known, e.g. a pmap element).
+std::shared_ptr<RefState> cached_ref_on(const std::shared_ptr<CachedState>& cached, int pid);
+}  // namespace detail
+
+// A value shipped to each worker once and reused by every call there (Julia's CachingPool
+// idea for large captured arguments). Pass it where the kernel takes a T. Copies share it.
+// Lifetime: the workers' copies are freed when the last copy of the handle is dropped.
+template <class T>
+class Cached {
+ public:
+  explicit Cached(const T& value)
+      : state_(detail::make_cached(ser::to_bytes(value), ser::type_name<T>())) {}
+  const std::shared_ptr<detail::CachedState>& state() const { return state_; }
+
+ private:
+  std::shared_ptr<detail::CachedState> state_;
+};
+
+// Makes a Cached<T> of `value`.
+template <class T>
+Cached<T> cache(const T& value) { return Cached<T>(value); }
+
+namespace detail {
 template <class P, class Arg>
-void add_arg(ArgBlob& blob, const Arg& arg) {
+void add_arg(ArgBlob& blob, int pid, const Arg& arg) {
   if constexpr (std::is_same_v<std::decay_t<Arg>, Future<P>>) {
     blob.add_ref(ref_of(arg));
+  } else if constexpr (std::is_same_v<std::decay_t<Arg>, Cached<P>>) {
+    blob.add_ref(cached_ref_on(arg.state(), pid));
   } else {
     static_assert(std::is_convertible_v<const Arg&, P>,
                   "dj: argument type does not convert to the kernel's parameter type");
@@ -304,10 +332,11 @@ void add_arg(ArgBlob& blob, const Arg& arg) {
   }
 }
 template <class... A, class... Args>
-ArgBlob encode_args(const Args&... args) {
+ArgBlob encode_args(int pid, const Args&... args) {
   static_assert(sizeof...(A) == sizeof...(Args), "dj: wrong number of arguments for kernel");
   ArgBlob blob;
-  (add_arg<A>(blob, args), ...);
+  (add_arg<A>(blob, pid, args), ...);
+  (void)pid;  // unused by kernels without arguments
   return blob;
 }
 }  // namespace detail
@@ -317,28 +346,28 @@ ArgBlob encode_args(const Args&... args) {
 // lives on `pid`). Throws: NotFound (unknown pid), Disconnected (pid is gone).
 template <class R, class... A, class... Args>
 Future<R> remotecall(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  return make_future<R>(detail::call_store(pid, k.target(), detail::encode_args<A...>(args...)));
+  return make_future<R>(detail::call_store(pid, k.target(), detail::encode_args<A...>(pid, args...)));
 }
 
 // remotecall + fetch in one round trip; nothing is kept on the worker.
 // Blocks: until the result arrives. Throws: the call's error.
 template <class R, class... A, class... Args>
 R remotecall_fetch(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  std::string bytes = detail::call_fetch(pid, k.target(), detail::encode_args<A...>(args...));
+  std::string bytes = detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
   if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
 }
 
 // remotecall, then wait until the result is computed (it stays on the worker).
 template <class R, class... A, class... Args>
 Future<R> remotecall_wait(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  return make_future<R>(detail::call_wait(pid, k.target(), detail::encode_args<A...>(args...)));
+  return make_future<R>(detail::call_wait(pid, k.target(), detail::encode_args<A...>(pid, args...)));
 }
 
 // Fire and forget: runs k(args...) on pid; the result is dropped and an error is printed on
 // that worker's stderr (which the master shows as "From worker N:").
 template <class R, class... A, class... Args>
 void remote_do(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  detail::call_discard(pid, k.target(), detail::encode_args<A...>(args...));
+  detail::call_discard(pid, k.target(), detail::encode_args<A...>(pid, args...));
 }
 
 // Julia's @spawnat: remotecall with the pid first.

@@ -47,6 +47,17 @@ class WorkerPool {
 // All workers (pid 1 while there are none), following addprocs and rmprocs.
 WorkerPool& default_worker_pool();
 
+// A WorkerPool whose calls reuse Cached arguments on each worker (Julia's CachingPool):
+//   dj::CachingPool pool(dj::workers());
+//   auto big = pool.cache(matrix);            // shipped to a worker on its first call there
+//   for (...) dj::remotecall(k, pool, big, i);
+class CachingPool : public WorkerPool {
+ public:
+  using WorkerPool::WorkerPool;
+  template <class T>
+  Cached<T> cache(const T& value) const { return Cached<T>(value); }
+};
+
 // Runs k(args...) on a free worker of `pool`, which is given back when the call completes.
 template <class R, class... A, class... Args>
 Future<R> remotecall(const Kernel<R(A...)>& k, WorkerPool& pool, const Args&... args);
@@ -97,7 +108,7 @@ std::vector<R> pmap(const Kernel<R(A)>& k, const C& collection, const PmapOption
   std::vector<std::string> args;
   for (const auto& x : collection) {
     detail::ArgBlob blob;
-    detail::add_arg<A>(blob, x);
+    detail::add_arg<A>(blob, 0, x);
     args.push_back(std::move(blob.bytes));
   }
   detail::PmapResult r = detail::pmap_run(k.target(), std::move(args), options);
