@@ -7,6 +7,8 @@
 //   int64_t n = dj::distributed_reduce(heads, 1, 200'000'000, std::plus<>());  // @distributed (+)
 #pragma once
 
+#include "dj/dj.hpp"  // (dj.hpp includes this file at its end; either order works)
+
 #include <chrono>
 #include <functional>
 #include <memory>
