@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <string_view>
 
 #include "dj/error.hpp"
 #include "shared_arrays.hpp"
@@ -16,7 +17,7 @@ std::atomic<uint64_t> g_interrupt_generation{0};
 std::atomic<uint64_t> g_running_generation{0};
 
 template <class T>
-T load(const std::string& blob, size_t& at) {
+T load(std::string_view blob, size_t& at) {
   if (blob.size() - at < sizeof(T)) {
     throw Error(ErrorKind::InvalidArgument, "dj: argument list ends early at byte " +
                                                 std::to_string(at) + " of " +
@@ -58,6 +59,11 @@ CallOutcome failure(ErrorKind kind, std::string message, int pid, const std::str
 }  // namespace
 
 std::vector<ParsedArg> parse_args(const std::string& blob) {
+  return parse_args(blob.data(), blob.size());
+}
+
+std::vector<ParsedArg> parse_args(const char* data, size_t size) {
+  std::string_view blob(data, size);
   size_t at = 0;
   auto count = load<uint32_t>(blob, at);
   if (count > blob.size()) {
@@ -250,8 +256,7 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
       if (is_interrupted()) {
         o = cancelled(ctx, p.call.kernel_name);
       } else {
-        std::string blob = p.args.substr(at, static_cast<size_t>(len));
-        std::vector<ParsedArg> parsed = parse_args(blob);
+        std::vector<ParsedArg> parsed = parse_args(p.args.data() + at, static_cast<size_t>(len));
         for (const auto& a : parsed) {
           if (a.is_ref) throw Error(ErrorKind::InvalidArgument, "dj: pmap elements cannot be Futures");
         }
@@ -271,26 +276,24 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
   return out;
 }
 
-std::vector<CallOutcome> parse_batch_results(const std::string& payload, uint32_t count) {
-  std::vector<CallOutcome> results(count);
+std::vector<BatchSlot> index_batch_results(const std::string& payload, uint32_t count) {
+  std::vector<BatchSlot> slots(count);
   size_t at = 0;
-  for (auto& r : results) {
+  for (auto& slot : slots) {
     auto tag = load<uint8_t>(payload, at);
     auto len = load<uint64_t>(payload, at);
-    if (len > payload.size() - at) {
-      throw Error(ErrorKind::InvalidArgument, "dj: batch result overruns its payload");
+    if (len > payload.size() - at || tag == 0) {
+      throw Error(ErrorKind::InvalidArgument, "dj: malformed batch result");
     }
-    std::string body = payload.substr(at, static_cast<size_t>(len));
-    at += static_cast<size_t>(len);
-    if (tag == 1) {
-      r.ok = true;
-      r.result = std::move(body);
-    } else {
-      r.error.kind = static_cast<ErrorKind>(std::min<int>(tag - 2, static_cast<int>(ErrorKind::Cancelled)));
-      r.error.message = std::move(body);
+    slot.ok = tag == 1;
+    if (!slot.ok) {
+      slot.kind = static_cast<ErrorKind>(std::min<int>(tag - 2, static_cast<int>(ErrorKind::Cancelled)));
     }
+    slot.offset = at;
+    slot.size = static_cast<size_t>(len);
+    at += slot.size;
   }
-  return results;
+  return slots;
 }
 
 }  // namespace dj::detail

@@ -30,6 +30,7 @@ struct ParsedArg {
 
 // Throws: dj::Error(InvalidArgument) naming what is malformed.
 std::vector<ParsedArg> parse_args(const std::string& blob);
+std::vector<ParsedArg> parse_args(const char* data, size_t size);
 
 struct CallOutcome {
   bool ok = false;
@@ -75,8 +76,14 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& pending);
 // Once interrupted, the remaining elements fail with kind Cancelled. Never throws.
 std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 
-// Decodes a batch Result payload into per-element outcomes. Throws InvalidArgument if malformed.
-std::vector<CallOutcome> parse_batch_results(const std::string& payload, uint32_t count);
+// Where each element's outcome lies in a batch Result payload (no copies). Throws
+// InvalidArgument if malformed.
+struct BatchSlot {
+  bool ok = false;
+  ErrorKind kind = ErrorKind::Internal;  // when !ok; the bytes are the error text
+  size_t offset = 0, size = 0;
+};
+std::vector<BatchSlot> index_batch_results(const std::string& payload, uint32_t count);
 
 // The text of the "kernel not loaded" error (the notebook's "What happened?" cell).
 std::string not_loaded_message(const std::string& kernel, int pid);

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <string_view>
 
 #include "cluster.hpp"
 #include "dj/dj.hpp"
@@ -121,10 +122,15 @@ std::vector<int> pool_workers(const WorkerPool* pool) {
   return pids;
 }
 
-PmapResult pmap_run(const CallTarget& k, std::vector<std::string>&& args,
-                    const PmapOptions& options) {
-  const size_t n = args.size();
-  PmapResult result{std::vector<std::string>(n), std::vector<std::optional<Error>>(n)};
+PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& options) {
+  const size_t n = args.offsets.size();
+  PmapResult result;
+  result.values.resize(n);
+  result.errors.resize(n);
+  auto element = [&](size_t i) {
+    size_t end = i + 1 < n ? args.offsets[i + 1] : args.buffer.size();
+    return std::string_view(args.buffer).substr(args.offsets[i], end - args.offsets[i]);
+  };
   if (n == 0) return result;
   if (options.batch_size < 0) {
     throw Error(ErrorKind::InvalidArgument,
@@ -166,9 +172,7 @@ PmapResult pmap_run(const CallTarget& k, std::vector<std::string>&& args,
       size_t i = todo.front();
       todo.pop_front();
       batch->elements.push_back(i);
-      uint64_t len = args[i].size();
-      payload.append(reinterpret_cast<const char*>(&len), sizeof len);
-      payload += args[i];
+      payload += element(i);  // already "u64 length + argument list"
     }
     batch->sent = Clock::now();
     try {
@@ -247,17 +251,19 @@ PmapResult pmap_run(const CallTarget& k, std::vector<std::string>&& args,
       if (--it->second == 0 && dead.count(batch->pid)) in_flight.erase(it);
     }
     const auto* res = std::get_if<wire::Result>(&batch->message);
-    std::vector<CallOutcome> outcomes;
+    std::vector<BatchSlot> outcomes;
     wire::RemoteError batch_error{ErrorKind::Internal, "malformed batch result", batch->pid, {}};
     if (res && res->ok) {
       try {
-        outcomes = parse_batch_results(batch->payload, static_cast<uint32_t>(batch->elements.size()));
+        outcomes = index_batch_results(batch->payload, static_cast<uint32_t>(batch->elements.size()));
       } catch (const Error& e) {
         batch_error.message = e.what();
       }
     } else if (res) {
       batch_error = res->error;
     }
+    auto payload_index = static_cast<uint32_t>(result.payloads.size());
+    if (!outcomes.empty()) result.payloads.push_back(std::move(batch->payload));
     if (res && !res->ok && res->error.kind == ErrorKind::Disconnected) {
       dead.insert(batch->pid);  // The worker died: the rest of this pmap avoids it.
       if (auto it = in_flight.find(batch->pid); it != in_flight.end() && it->second == 0) {
@@ -272,10 +278,15 @@ PmapResult pmap_run(const CallTarget& k, std::vector<std::string>&& args,
     for (size_t j = 0; j < batch->elements.size(); ++j) {
       size_t i = batch->elements[j];
       if (j < outcomes.size() && outcomes[j].ok) {
-        result.values[i] = std::move(outcomes[j].result);
+        result.values[i] = {payload_index, outcomes[j].offset, outcomes[j].size};
         ++done;
+      } else if (j < outcomes.size()) {
+        const std::string& text = result.payloads[payload_index];
+        wire::RemoteError e{outcomes[j].kind, text.substr(outcomes[j].offset, outcomes[j].size),
+                            batch->pid, *k.name};
+        fail_or_retry(i, batch->pid, e);
       } else {
-        fail_or_retry(i, batch->pid, j < outcomes.size() ? outcomes[j].error : batch_error);
+        fail_or_retry(i, batch->pid, batch_error);
       }
     }
     progress.update(done);

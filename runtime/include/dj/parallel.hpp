@@ -83,12 +83,38 @@ struct PmapOptions {
 };
 
 namespace detail {
-struct PmapResult {
-  std::vector<std::string> values;           // Encoded results (empty where failed).
-  std::vector<std::optional<Error>> errors;  // Per element: set where it failed for good.
+// pmap's elements, encoded back to back in one buffer, each as the batch payload wants it
+// (u64 length, then a one-argument list): a batch is built with one copy per element and no
+// allocation.
+struct PmapArgs {
+  std::string buffer;
+  std::vector<size_t> offsets;  // element i is buffer[offsets[i], offsets[i+1] or end)
+  template <class A, class X>
+  void add(const X& x) {
+    ArgBlob blob;
+    add_arg<A>(blob, 0, x);
+    offsets.push_back(buffer.size());
+    uint64_t len = blob.bytes.size();
+    buffer.append(reinterpret_cast<const char*>(&len), sizeof len);
+    buffer += blob.bytes;
+  }
 };
-PmapResult pmap_run(const CallTarget& k, std::vector<std::string>&& element_args,
-                    const PmapOptions& options);
+struct PmapResult {
+  std::vector<std::string> payloads;  // one per completed batch
+  struct Slot {
+    uint32_t payload = 0;
+    size_t offset = 0, size = 0;
+  };
+  std::vector<Slot> values;                  // where element i's encoded result is
+  std::vector<std::optional<Error>> errors;  // per element: set where it failed for good
+  template <class R>
+  R decode(size_t i) const {
+    const Slot& s = values[i];
+    return ser::from_bytes<R>(
+        reinterpret_cast<const unsigned char*>(payloads[s.payload].data()) + s.offset, s.size);
+  }
+};
+PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& options);
 std::vector<int> pool_workers(const WorkerPool* pool);
 [[noreturn]] void throw_all(const std::string& what, const std::vector<Error>& errors);
 std::vector<std::pair<int64_t, int64_t>> split_range(int64_t first, int64_t last, size_t parts);
@@ -107,18 +133,14 @@ std::vector<R> pmap(const Kernel<R(A)>& k, const C& collection, const PmapOption
 template <class R, class A, class C, class OnError>
 std::vector<R> pmap(const Kernel<R(A)>& k, const C& collection, const PmapOptions& options,
                     OnError on_error) {
-  std::vector<std::string> args;
-  for (const auto& x : collection) {
-    detail::ArgBlob blob;
-    detail::add_arg<A>(blob, 0, x);
-    args.push_back(std::move(blob.bytes));
-  }
+  detail::PmapArgs args;
+  for (const auto& x : collection) args.add<A>(x);
   detail::PmapResult r = detail::pmap_run(k.target(), std::move(args), options);
   std::vector<R> out;
   out.reserve(r.values.size());
   for (size_t i = 0; i < r.values.size(); ++i) {
     if (r.errors[i]) out.push_back(on_error(*r.errors[i]));
-    else out.push_back(ser::from_bytes<R>(r.values[i]));
+    else out.push_back(r.decode<R>(i));
   }
   return out;
 }
