@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <dj/dj.hpp>
 
@@ -227,6 +229,47 @@ int main(int argc, char** argv) {
   // --- 3. idle worker memory ------------------------------------------------------------------
   double rss = static_cast<double>(dj::worker_stats(worker).rss_bytes) / (1 << 20);
   result("idle worker", "dj-worker with a plugin loaded", "RSS", rss, "MiB");
+
+  // --- 4. idle worker CPU over one second, and worker-death detection ----------------------
+  {
+    auto cpu_ticks = [](pid_t pid) {
+      std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+      if (!f) return 0L;
+      char buf[1024] = {};
+      size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      std::string stat(buf, n);
+      auto close = stat.rfind(')');
+      long utime = 0, stime = 0;
+      std::sscanf(stat.c_str() + close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld",
+                  &utime, &stime);
+      return utime + stime;
+    };
+    long before = cpu_ticks(worker_os);
+    auto t0 = Clock::now();
+    ::usleep(1000000);
+    double secs = seconds_since(t0);
+    double pct = 100.0 * static_cast<double>(cpu_ticks(worker_os) - before) /
+                 static_cast<double>(::sysconf(_SC_CLK_TCK)) / secs;
+    result("idle worker", "dj-worker after calls stop", "CPU over 1 s", pct, "%");
+
+    // A pending Future on a worker killed with SIGKILL: time until it has failed.
+    auto slow = dj::everywhere(lib_dir() + "/libcomplicated_kernels.so")
+                    .kernel<std::vector<double>()>("complicated_calculation");
+    std::vector<double> detect;
+    for (int i = 0; i < (quick ? 3 : 7); ++i) {
+      int victim = dj::addprocs(1).front();
+      auto pending = dj::spawnat(victim, slow);
+      auto os = static_cast<pid_t>(dj::worker_info(victim).os_pid);
+      auto t1 = Clock::now();
+      ::kill(os, SIGKILL);
+      while (!dj::isready(pending)) {
+      }
+      detect.push_back(seconds_since(t1) * 1e3);
+    }
+    result("worker death", "SIGKILL to its pending Future failing", "detection", median(detect),
+           "ms");
+  }
 
   std::printf("runs: %d startup samples, %d latency batches x %d round trips (medians)\n",
               static_cast<int>(start_dj.size()), batches, rounds);
