@@ -37,7 +37,15 @@ configure_and_build() {  # dir, extra cmake args...
 
 # The SSH test hosts and the one-node SLURM the manager tests run against (they install their
 # own packages; both need root). Their variables are exported for ctest; the trap stops them.
-shared_scripts=$here/../shared/scripts
+# The workplace's test-infrastructure scripts: $DJ_SHARED_SCRIPTS, else ../shared/scripts next
+# to this checkout, else /work/shared/scripts (where a CI clone elsewhere still finds them).
+shared_scripts=${DJ_SHARED_SCRIPTS:-}
+if [ -z "$shared_scripts" ]; then
+  for candidate in "$here/../shared/scripts" /work/shared/scripts; do
+    if [ -x "$candidate/ssh-hosts-up" ]; then shared_scripts=$candidate; break; fi
+  done
+  shared_scripts=${shared_scripts:-$here/../shared/scripts}
+fi
 start_test_clusters() {
   for s in ssh-hosts-up ssh-hosts-down slurm-local-up slurm-local-down; do
     [ -x "$shared_scripts/$s" ] || { echo "dev.sh: $shared_scripts/$s is missing: the SSH and SLURM tests need it" >&2; exit 1; }
