@@ -1,8 +1,11 @@
 // pmap, distributed loops, worker pools and interrupt.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <numeric>
 #include <set>
 
@@ -296,4 +299,27 @@ TEST_CASE("dropping the last Cached handle frees the workers' copies", "[pools]"
     CHECK(worker_stats(2).stored_values == base + 1);
   }
   REQUIRE(test::eventually([&] { return worker_stats(2).stored_values == base; }));
+}
+
+TEST_CASE("pmap shows a progress bar with count, rate and ETA when asked", "[pmap]") {
+  addprocs(2);
+  Kernels k;
+  test::TempDir dir;
+  std::string file = dir.path() + "/stderr";
+  std::fflush(stderr);
+  int saved = ::dup(2);
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(fd, 2);
+  ::close(fd);
+  PmapOptions o;
+  o.progress = true;
+  o.batch_size = 1;
+  auto out = pmap(k.sleep_ms, std::vector<int32_t>(30, 10), o);
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  CHECK(out.size() == 30);
+  std::ifstream in(file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Contains("pmap: [") && Contains("30/30") && Contains("/s") && Contains("ETA"));
 }
