@@ -200,26 +200,10 @@ namespace {
 
 // Starts test_master with `args`, reads its worker pid line, returns {master pid, worker pids}.
 std::pair<pid_t, std::vector<pid_t>> start_master(const std::string& args) {
-  int out[2];
-  REQUIRE(::pipe(out) == 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::dup2(out[1], 1);
-    ::close(out[0]);
-    ::close(out[1]);
-    std::string cmd = test::program("test_master") + " " + args;
-    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string text;
-  char buf[256];
-  while (text.find('\n') == std::string::npos) {
-    ssize_t r = ::read(out[0], buf, sizeof buf);
-    if (r <= 0) break;
-    text.append(buf, static_cast<size_t>(r));
-  }
-  ::close(out[0]);
+  auto master = test::start_with_stdout(test::program("test_master") + " " + args);
+  std::string text = test::read_until(master.stdout_fd, "\n");
+  ::close(master.stdout_fd);
+  pid_t child = master.pid;
   std::vector<pid_t> pids;
   std::istringstream in(text.substr(text.find(':') + 1));
   long p;
@@ -255,34 +239,14 @@ TEST_CASE("every worker is gone soon after the master ends, however it ends", "[
 }
 
 TEST_CASE("Ctrl-C in the master interrupts the kernels it waits on and the program goes on", "[faults][interrupt]") {
-  int out[2];
-  REQUIRE(::pipe(out) == 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::dup2(out[1], 1);
-    ::close(out[0]);
-    ::close(out[1]);
-    std::string master = test::program("test_master");
-    std::string plugin = test::plugin("test_kernels");
-    ::execl(master.c_str(), master.c_str(), "busy", plugin.c_str(), nullptr);
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string text;
-  char buf[512];
-  while (text.find("ready") == std::string::npos) {
-    ssize_t r = ::read(out[0], buf, sizeof buf);
-    if (r <= 0) break;
-    text.append(buf, static_cast<size_t>(r));
-  }
+  auto master = test::start_with_stdout(test::program("test_master") + " busy " +
+                                        test::plugin("test_kernels"));
+  pid_t child = master.pid;
+  std::string text = test::read_until(master.stdout_fd, "ready");
   REQUIRE_THAT(text, Contains("ready"));
   ::kill(child, SIGINT);
-  for (;;) {
-    ssize_t r = ::read(out[0], buf, sizeof buf);
-    if (r <= 0) break;
-    text.append(buf, static_cast<size_t>(r));
-  }
-  ::close(out[0]);
+  text += test::read_until(master.stdout_fd, "");
+  ::close(master.stdout_fd);
   int status = 0;
   ::waitpid(child, &status, 0);
   CHECK(WIFEXITED(status));

@@ -39,26 +39,10 @@ struct SharedMaster {
 
 // Starts `test_master <mode> N` and reads its "segment=NAME worker-os-pids: ..." line.
 SharedMaster start_shared_master(const std::string& args) {
-  int out[2];
-  REQUIRE(::pipe(out) == 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::dup2(out[1], 1);
-    ::close(out[0]);
-    ::close(out[1]);
-    std::string cmd = "exec " + test::program("test_master") + " " + args;
-    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string text;
-  char buf[256];
-  while (text.find('\n') == std::string::npos) {
-    ssize_t r = ::read(out[0], buf, sizeof buf);
-    if (r <= 0) break;
-    text.append(buf, static_cast<size_t>(r));
-  }
-  ::close(out[0]);
+  auto master = test::start_with_stdout(test::program("test_master") + " " + args);
+  std::string text = test::read_until(master.stdout_fd, "\n");
+  ::close(master.stdout_fd);
+  pid_t child = master.pid;
   SharedMaster m;
   m.pid = child;
   INFO("test_master said: " << text);

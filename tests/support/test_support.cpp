@@ -94,6 +94,33 @@ RunResult run_command(const std::string& command) {
   return r;
 }
 
+StartedProcess start_with_stdout(const std::string& command) {
+  int out[2];
+  if (::pipe(out) != 0) return {};
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    std::string cmd = "exec " + command;
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  return {child, out[0]};
+}
+
+std::string read_until(int fd, const std::string& marker) {
+  std::string text;
+  char buf[512];
+  while (marker.empty() || text.find(marker) == std::string::npos) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r <= 0) break;
+    text.append(buf, static_cast<size_t>(r));
+  }
+  return text;
+}
+
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "dj-test-XXXXXX").string();
   char* made = ::mkdtemp(tmpl.data());

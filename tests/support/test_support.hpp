@@ -36,6 +36,15 @@ struct RunResult {
 };
 RunResult run_command(const std::string& command);
 
+// Starts `sh -c "exec COMMAND"` with its stdout on a pipe (for master programs a test kills).
+struct StartedProcess {
+  pid_t pid = -1;
+  int stdout_fd = -1;  // the caller closes it
+};
+StartedProcess start_with_stdout(const std::string& command);
+// Reads from fd until `marker` has been read or EOF; returns everything read.
+std::string read_until(int fd, const std::string& marker);
+
 // A temporary directory removed (recursively) at destruction.
 class TempDir {
  public:
