@@ -79,7 +79,7 @@ std::vector<ParsedArg> parse_args(const char* data, size_t size) {
         throw Error(ErrorKind::InvalidArgument, "dj: argument of " + std::to_string(len) +
                                                     " bytes overruns the argument list");
       }
-      a.data = reinterpret_cast<const unsigned char*>(blob.data()) + at;
+      a.offset = at;
       a.size = static_cast<size_t>(len);
       at += a.size;
     } else if (tag == 1) {
@@ -131,7 +131,7 @@ CallOutcome cancelled(const ExecContext& ctx, const std::string& kernel) {
 
 // Runs the kernel on already-parsed arguments (refs resolved here).
 CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
-                       const std::vector<ParsedArg>& parsed) {
+                       const std::vector<ParsedArg>& parsed, const char* blob) {
   const int pid = ctx.self_pid;
   const std::string& name = p.call.kernel_name;
   // Values of reference arguments, kept alive until the kernel returns.
@@ -143,7 +143,7 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
   for (size_t i = 0; i < parsed.size(); ++i) {
     const ParsedArg& a = parsed[i];
     if (!a.is_ref) {
-      args.push_back({a.data, a.size});
+      args.push_back({reinterpret_cast<const unsigned char*>(blob) + a.offset, a.size});
       continue;
     }
     ValuePtr v;
@@ -239,7 +239,7 @@ bool is_interrupted() noexcept {
 CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
   g_running_generation = p.generation;
   if (is_interrupted()) return cancelled(ctx, p.call.kernel_name);
-  return run_parsed(ctx, p, p.parsed);
+  return run_parsed(ctx, p, p.parsed, p.args.data());
 }
 
 std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
@@ -256,11 +256,12 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
       if (is_interrupted()) {
         o = cancelled(ctx, p.call.kernel_name);
       } else {
-        std::vector<ParsedArg> parsed = parse_args(p.args.data() + at, static_cast<size_t>(len));
+        const char* element = p.args.data() + at;
+        std::vector<ParsedArg> parsed = parse_args(element, static_cast<size_t>(len));
         for (const auto& a : parsed) {
           if (a.is_ref) throw Error(ErrorKind::InvalidArgument, "dj: pmap elements cannot be Futures");
         }
-        o = run_parsed(ctx, p, parsed);
+        o = run_parsed(ctx, p, parsed, element);
       }
       at += static_cast<size_t>(len);
     } catch (const Error& e) {

@@ -22,7 +22,9 @@ namespace dj::detail {
 
 struct ParsedArg {
   bool is_ref = false;
-  const unsigned char* data = nullptr;  // is_ref == false: the value's bytes in the blob.
+  // is_ref == false: where the value's bytes are, as an offset into the parsed blob (not a
+  // pointer: a PendingCall is moved after parsing, and a short blob lives inside its string).
+  size_t offset = 0;
   size_t size = 0;
   int32_t owner = 0;  // is_ref == true
   uint64_t ref = 0;
