@@ -155,47 +155,12 @@ void WorkerServer::accept_step(int timeout_ms) {
   if (fds[2].revents & POLLIN) handle_new_peers(local_listener_.get());
 }
 
-namespace {
-// Whether the serve thread handling the current frame may hold its reply back: true while
-// more frames are already buffered (they will be handled before the thread reads again).
-thread_local bool t_hold_replies = false;
-constexpr size_t kMaxHeldReplyBytes = 64 * 1024;
-}  // namespace
-
 void WorkerServer::send(const wire::Message& message, const std::string& payload) {
   std::lock_guard lock(write_mu_);
   try {
-    if (!held_replies_.empty()) {
-      write_full(master_.get(), held_replies_.data(), held_replies_.size());
-      held_replies_.clear();
-    }
     wire::write_frame(master_.get(), message, payload);
   } catch (const Error& e) {
     exit_now(0, "");  // Master gone: nothing left to serve.
-  }
-}
-
-void WorkerServer::send_reply(const wire::Message& message, const std::string& payload) {
-  if (!t_hold_replies || payload.size() > kMaxHeldReplyBytes) return send(message, payload);
-  std::lock_guard lock(write_mu_);
-  wire::append_frame(held_replies_, message, payload);
-  if (held_replies_.size() < kMaxHeldReplyBytes) return;
-  try {
-    write_full(master_.get(), held_replies_.data(), held_replies_.size());
-    held_replies_.clear();
-  } catch (const Error&) {
-    exit_now(0, "");
-  }
-}
-
-void WorkerServer::flush() {
-  std::lock_guard lock(write_mu_);
-  if (held_replies_.empty()) return;
-  try {
-    write_full(master_.get(), held_replies_.data(), held_replies_.size());
-    held_replies_.clear();
-  } catch (const Error&) {
-    exit_now(0, "");
   }
 }
 
@@ -260,17 +225,14 @@ void WorkerServer::serve() {
   for (;;) {
     std::unique_lock reader(reader_mu_, std::try_to_lock);
     if (!reader.owns_lock()) {
-      flush();  // The reader may be blocked already: replies held here must leave now.
       wait_for_takeover();
       reader.lock();
     }
     std::optional<PendingCall> to_run;
     while (!to_run) {
       std::optional<wire::Frame> frame;
-      if (!reader_->has_buffered_frame()) flush();  // about to block: nothing may stay held
       try {
         frame = reader_->next();
-        t_hold_replies = reader_->has_buffered_frame();
       } catch (const Error& e) {
         exit_now(1, std::string("connection to the master failed: ") + e.what());
       }
@@ -302,11 +264,10 @@ void WorkerServer::run_calls(PendingCall first) {
   PendingCall current = std::move(first);
   for (;;) {
     if (current.call.mode == wire::CallMode::kBatch) {
-      send_reply(wire::Result{current.call.request_id, true, {}}, execute_batch(ctx_, current));
+      send(wire::Result{current.call.request_id, true, {}}, execute_batch(ctx_, current));
     } else {
       reply(current, execute_call(ctx_, current));
     }
-    t_hold_replies = false;  // queued calls came from the other thread: reply as they finish
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
       running_ = false;  // The timer, if armed, lapses in the follower.
@@ -321,7 +282,7 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
   const wire::Call& call = p.call;
   switch (call.mode) {
     case wire::CallMode::kFetch:
-      send_reply(wire::Result{call.request_id, outcome.ok, outcome.error}, outcome.result);
+      send(wire::Result{call.request_id, outcome.ok, outcome.error}, outcome.result);
       break;
     case wire::CallMode::kStore: {
       bool ok = outcome.ok;
@@ -333,18 +294,17 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
           StoredValue{outcome.ok, std::move(outcome.result), std::move(outcome.error)});
       auto waiters = store_.put(call.ref_id, value);
       bool inline_copy = ok && value->bytes.size() <= wire::kInlineResultBytes;
-      send_reply(wire::CallDone{call.ref_id, ok, error},
-                 inline_copy ? value->bytes : std::string());
+      send(wire::CallDone{call.ref_id, ok, error}, inline_copy ? value->bytes : std::string());
       for (auto& waiter : waiters) waiter();
       break;
     }
     case wire::CallMode::kDiscard:
       if (!outcome.ok) log_line("remote_do of '" + call.kernel_name + "' failed: " +
                                 outcome.error.message);
-      if (call.ref_id) send_reply(wire::CallDone{call.ref_id, true, {}});
+      if (call.ref_id) send(wire::CallDone{call.ref_id, true, {}});
       break;
     case wire::CallMode::kBatch:  // Batches are answered by run_calls; this is a failure path.
-      send_reply(wire::Result{call.request_id, false, outcome.error});
+      send(wire::Result{call.request_id, false, outcome.error});
       break;
   }
 }

@@ -71,10 +71,6 @@ class WorkerServer {
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});
-  // A call's reply: held back while more frames are already read and waiting (a pipelined
-  // burst of calls), so that a burst's replies leave in one system call; sent by flush().
-  void send_reply(const wire::Message& message, const std::string& payload = {});
-  void flush();
   StoredValue fetch_remote(int owner, uint64_t ref);
   // Sends a request built by `send_request(request id)` to the master and waits for the Result
   // with that id (from a kernel thread: the follower takes over reading meanwhile).
@@ -94,7 +90,6 @@ class WorkerServer {
   ExecContext ctx_;
 
   std::mutex write_mu_;   // serialises frames to the master
-  std::string held_replies_;  // guarded by write_mu_; written before any other frame
   std::mutex reader_mu_;  // held by the thread in the reader role
   Fd timer_fd_;           // armed while kernels run; the follower waits on it
   // Arming a timer costs a few microseconds on a VM, so it is not armed and disarmed per call:

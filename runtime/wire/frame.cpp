@@ -111,18 +111,6 @@ void write_frame(int fd, const Message& message, const char* payload, size_t pay
   }
 }
 
-void append_frame(std::string& out, const Message& message, const std::string& payload) {
-  std::string header = encode(message);
-  uint32_t magic = kFrameMagic;
-  auto header_bytes = static_cast<uint32_t>(header.size());
-  uint64_t payload_bytes = payload.size();
-  out.append(reinterpret_cast<const char*>(&magic), 4);
-  out.append(reinterpret_cast<const char*>(&header_bytes), 4);
-  out.append(reinterpret_cast<const char*>(&payload_bytes), 8);
-  out += header;
-  out += payload;
-}
-
 std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
   unsigned char prefix[kFramePrefixBytes];
   size_t got;

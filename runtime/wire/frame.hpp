@@ -43,9 +43,6 @@ FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
 void write_frame(int fd, const Message& message, const std::string& payload = {});
 void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes);
 
-// Appends one frame's bytes to `out` (for writing several frames with one system call).
-void append_frame(std::string& out, const Message& message, const std::string& payload);
-
 // Reads one frame from a blocking fd. Returns nullopt on a clean EOF before the first byte.
 // Throws: dj::Error(Disconnected) on EOF or error mid-frame, InvalidArgument on a bad frame.
 std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
