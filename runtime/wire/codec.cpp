@@ -266,27 +266,52 @@ Message parse(s::Message::Reader m) {
 }  // namespace
 
 std::string encode(const Message& message) {
-  capnp::MallocMessageBuilder builder(128);
+  // Messages are a few dozen words: a small first segment, and the flat form (segment table +
+  // segment) written straight into the result, without messageToFlatArray's extra copy.
+  capnp::MallocMessageBuilder builder(32);
   build(builder.initRoot<s::Message>(), message);
-  auto words = capnp::messageToFlatArray(builder);
-  auto bytes = words.asBytes();
-  return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+  auto segments = builder.getSegmentsForOutput();
+  if (segments.size() != 1) {
+    auto words = capnp::messageToFlatArray(builder);
+    auto bytes = words.asBytes();
+    return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+  }
+  auto segment = segments[0].asBytes();
+  uint32_t table[2] = {0, static_cast<uint32_t>(segments[0].size())};  // one segment, its words
+  std::string out;
+  out.reserve(sizeof table + segment.size());
+  out.append(reinterpret_cast<const char*>(table), sizeof table);
+  out.append(reinterpret_cast<const char*>(segment.begin()), segment.size());
+  return out;
 }
 
-Message decode(const std::string& bytes) {
-  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) {
+Message decode(const std::string& bytes) { return decode(bytes.data(), bytes.size()); }
+
+Message decode(const char* data, size_t size) {
+  if (size == 0 || size % sizeof(capnp::word) != 0) {
     throw Error(ErrorKind::InvalidArgument,
-                "dj wire: message of " + std::to_string(bytes.size()) +
+                "dj wire: message of " + std::to_string(size) +
                     " bytes is not a whole number of 8-byte words");
   }
-  // Copy into word-aligned storage: Cap'n Proto refuses unaligned input.
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  // Cap'n Proto refuses unaligned input: read in place when aligned, else copy (headers are
+  // small: a stack buffer covers nearly all of them).
+  capnp::word stack[64];
+  kj::Array<capnp::word> heap;
+  const capnp::word* words = reinterpret_cast<const capnp::word*>(data);
+  if (reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) != 0) {
+    capnp::word* copy = stack;
+    if (size > sizeof stack) {
+      heap = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
+      copy = heap.begin();
+    }
+    std::memcpy(copy, data, size);
+    words = copy;
+  }
   try {
     capnp::ReaderOptions options;
     options.traversalLimitInWords = 1u << 20;  // Headers are small; payloads ride outside.
     options.nestingLimit = 16;
-    capnp::FlatArrayMessageReader reader(words, options);
+    capnp::FlatArrayMessageReader reader(kj::arrayPtr(words, size / sizeof(capnp::word)), options);
     return parse(reader.getRoot<s::Message>());
   } catch (const kj::Exception& e) {
     throw Error(ErrorKind::InvalidArgument,

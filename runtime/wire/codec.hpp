@@ -132,6 +132,7 @@ std::string encode(const Message& message);
 // Parses bytes produced by encode(). Throws dj::Error(InvalidArgument) naming the problem for
 // anything malformed: truncated, unaligned, over the traversal limit, unknown union member.
 Message decode(const std::string& bytes);
+Message decode(const char* data, size_t size);
 
 // Human-readable name of the message's type, for protocol-violation logs.
 const char* message_name(const Message& message);

@@ -193,7 +193,7 @@ std::optional<Frame> FrameReader::next() {
   std::memcpy(prefix, buf_.get() + start_, sizeof prefix);
   FramePrefix p = parse_prefix(prefix, max_payload_);
   if (!fill(kFramePrefixBytes + p.header_bytes)) throw disconnected_mid_frame(fd_, "message header");
-  Frame frame{decode(std::string(buf_.get() + start_ + kFramePrefixBytes, p.header_bytes)), {}};
+  Frame frame{decode(buf_.get() + start_ + kFramePrefixBytes, p.header_bytes), {}};
   start_ += kFramePrefixBytes + p.header_bytes;
   if (p.payload_bytes == 0) return frame;
   size_t taken = std::min<uint64_t>(buffered(), p.payload_bytes);
