@@ -5,8 +5,7 @@
 
 #include "cluster.hpp"
 #include "managers/local_manager.hpp"
-#include "managers/slurm_manager.hpp"
-#include "managers/ssh_manager.hpp"
+#include "managers/remote_managers.hpp"
 
 namespace dj {
 
@@ -68,8 +67,8 @@ std::vector<int> addprocs(ClusterManager& manager, int n, std::chrono::milliseco
 
 std::vector<int> addprocs(const std::vector<Machine>& machines, const SshOptions& options) {
   auto& cluster = detail::Cluster::instance();
-  SshManager manager(machines, options, LocalManager::default_exename());
-  return cluster.add_workers(manager, manager.fixed_count(), options.timeout);
+  auto ssh = detail::make_ssh_manager(machines, options, LocalManager::default_exename());
+  return cluster.add_workers(*ssh.manager, ssh.fixed_count, options.timeout);
 }
 
 std::vector<int> addprocs_slurm(int n, const SlurmOptions& options) {
@@ -78,8 +77,8 @@ std::vector<int> addprocs_slurm(int n, const SlurmOptions& options) {
     throw Error(ErrorKind::InvalidArgument,
                 "addprocs_slurm: worker count must be at least 1, got " + std::to_string(n));
   }
-  SlurmManager manager(options, LocalManager::default_exename());
-  return cluster.add_workers(manager, n, options.timeout);
+  auto manager = detail::make_slurm_manager(options, LocalManager::default_exename());
+  return cluster.add_workers(*manager, n, options.timeout);
 }
 
 void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {

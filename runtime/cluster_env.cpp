@@ -6,8 +6,7 @@
 
 #include "cluster.hpp"
 #include "managers/local_manager.hpp"
-#include "managers/slurm_manager.hpp"
-#include "managers/ssh_manager.hpp"
+#include "managers/remote_managers.hpp"
 
 namespace dj::detail {
 namespace {
@@ -39,16 +38,16 @@ void Cluster::add_workers_from_env() {
     for (const auto& spec : split(hosts, ',')) machines.emplace_back(spec);
     SshOptions options;
     if (const char* config = std::getenv("DJ_SSH_CONFIG")) options.ssh_config = config;
-    SshManager manager(machines, options, LocalManager::default_exename());
-    add_workers(manager, manager.fixed_count(), options.timeout);
+    auto ssh = make_ssh_manager(machines, options, LocalManager::default_exename());
+    add_workers(*ssh.manager, ssh.fixed_count, options.timeout);
   }
   if (!slurm_n.empty()) {
     SlurmOptions options;
     options.srun_args = split(srun_args, '\n');
     int n = std::atoi(slurm_n.c_str());
     if (n < 1) throw Error(ErrorKind::InvalidArgument, "DJ_SLURM_N='" + slurm_n + "' is not a count");
-    SlurmManager manager(options, LocalManager::default_exename());
-    add_workers(manager, n, options.timeout);
+    auto manager = make_slurm_manager(options, LocalManager::default_exename());
+    add_workers(*manager, n, options.timeout);
   }
 }
 
