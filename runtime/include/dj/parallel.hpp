@@ -10,6 +10,7 @@
 #include "dj/dj.hpp"  // (dj.hpp includes this file at its end; either order works)
 
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -91,12 +92,30 @@ struct PmapArgs {
   std::vector<size_t> offsets;  // element i is buffer[offsets[i], offsets[i+1] or end)
   template <class A, class X>
   void add(const X& x) {
-    ArgBlob blob;
-    add_arg<A>(blob, 0, x);
     offsets.push_back(buffer.size());
-    uint64_t len = blob.bytes.size();
-    buffer.append(reinterpret_cast<const char*>(&len), sizeof len);
-    buffer += blob.bytes;
+    if constexpr (std::is_same_v<X, A>) {
+      // The common case, written in place: u64 list length, u32 count 1, u8 tag 0 (a value),
+      // u64 value length, the value (call_exec.hpp's argument list).
+      ser::Writer counter;
+      ser::Codec<A>::write(counter, x);
+      uint64_t value = counter.size(), list = 4 + 1 + 8 + value;
+      uint32_t one = 1;
+      size_t at = buffer.size();
+      buffer.resize(at + 8 + list);
+      char* p = buffer.data() + at;
+      std::memcpy(p, &list, 8);
+      std::memcpy(p + 8, &one, 4);
+      p[12] = 0;
+      std::memcpy(p + 13, &value, 8);
+      ser::Writer w(reinterpret_cast<unsigned char*>(p + 21));
+      ser::Codec<A>::write(w, x);
+    } else {
+      ArgBlob blob;
+      add_arg<A>(blob, 0, x);
+      uint64_t len = blob.bytes.size();
+      buffer.append(reinterpret_cast<const char*>(&len), sizeof len);
+      buffer += blob.bytes;
+    }
   }
 };
 struct PmapResult {
