@@ -148,6 +148,10 @@ class Cluster {
                                                               const std::string& what) const;
   // Tells the workers among pids that are still there to drop their mapping of `name`.
   void unmap_shared(const std::string& name, const std::vector<int>& pids) noexcept;
+  // Registers a call awaiting `reply` on worker pid (counted in flight, `pins` kept until it
+  // ends) and returns the link and the request id to send it with.
+  std::pair<std::shared_ptr<WorkerLink>, uint64_t> register_call(
+      int pid, const std::shared_ptr<Reply>& reply, std::vector<std::shared_ptr<const void>> pins);
   std::shared_ptr<Reply> request(const std::shared_ptr<WorkerLink>& link,
                                  const wire::Message& message, uint64_t id,
                                  const std::string& payload = {});

@@ -61,23 +61,25 @@ std::shared_ptr<RefState> Cluster::call_store(int pid, const CallTarget& k, ArgB
   return ref;
 }
 
+std::pair<std::shared_ptr<WorkerLink>, uint64_t> Cluster::register_call(
+    int pid, const std::shared_ptr<Reply>& reply, std::vector<std::shared_ptr<const void>> pins) {
+  reply->is_call = true;
+  std::lock_guard lock(mu_);
+  auto link = find_locked(pid);
+  uint64_t id = next_id_locked();
+  link->replies[id] = reply;
+  if (!pins.empty()) link->pins[id] = std::move(pins);
+  link->in_flight.fetch_add(1);
+  return {link, id};
+}
+
 std::string Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
   if (pid == 1) {
     auto ref = call_store(1, k, std::move(args));
     return fetch(*ref);
   }
   auto reply = std::make_shared<Reply>();
-  reply->is_call = true;
-  std::shared_ptr<WorkerLink> link;
-  uint64_t id;
-  {
-    std::lock_guard lock(mu_);
-    link = find_locked(pid);
-    id = next_id_locked();
-    link->replies[id] = reply;
-    if (!args.pinned.empty()) link->pins[id] = std::move(args.pinned);
-    link->in_flight.fetch_add(1);
-  }
+  auto [link, id] = register_call(pid, reply, std::move(args.pinned));
   link->send(make_call(k, wire::CallMode::kFetch, id, 0), args.bytes);
   const wire::Message& m = await(link, *reply);
   throw_if_failed(m);
@@ -117,16 +119,7 @@ void Cluster::call_batch(int pid, const CallTarget& k, std::string payload, uint
     });
     return;
   }
-  reply->is_call = true;
-  std::shared_ptr<WorkerLink> link;
-  uint64_t id;
-  {
-    std::lock_guard lock(mu_);
-    link = find_locked(pid);
-    id = next_id_locked();
-    link->replies[id] = reply;
-    link->in_flight.fetch_add(1);
-  }
+  auto [link, id] = register_call(pid, reply, {});
   link->send(make_call(k, wire::CallMode::kBatch, id, 0, count), payload);
 }
 
