@@ -16,21 +16,8 @@ using Catch::Contains;
 
 namespace {
 
-struct Fixture {
-  std::string tag = test::new_tag();
-  SshOptions options;
-  Fixture() {
-    options.ssh_config = test::ssh_env("DJ_SSH_CONFIG");
-    options.exename = test::program("dj-worker");
-    options.env = {{"DJ_TEST_TAG", tag}};
-    options.connect_timeout = std::chrono::milliseconds(2000);
-    options.timeout = std::chrono::milliseconds(20000);
-  }
-  void require_nothing_left() const {
-    REQUIRE(test::eventually([&] { return test::processes_tagged(tag).empty(); }));
-    REQUIRE(test::eventually([] { return test::open_ssh_connections() == 0; }));
-    REQUIRE(workers() == std::vector<int>{1});
-  }
+struct Fixture : test::SshFixture {
+  Fixture() : test::SshFixture(std::chrono::milliseconds(2000)) {}
 };
 
 Error addprocs_error(const std::vector<Machine>& machines, const SshOptions& options) {

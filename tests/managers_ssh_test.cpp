@@ -13,22 +13,8 @@ using Catch::Contains;
 
 namespace {
 
-struct Fixture {
-  std::string tag = test::new_tag();
-  SshOptions options;
-  Fixture() {
-    options.ssh_config = test::ssh_env("DJ_SSH_CONFIG");
-    options.exename = test::program("dj-worker");
-    options.env = {{"DJ_TEST_TAG", tag}};
-    options.connect_timeout = std::chrono::milliseconds(5000);
-    options.timeout = std::chrono::milliseconds(20000);
-  }
-  // Nothing of this test runs anywhere and no SSH session stays open.
-  void require_nothing_left() const {
-    REQUIRE(test::eventually([&] { return test::processes_tagged(tag).empty(); }));
-    REQUIRE(test::eventually([] { return test::open_ssh_connections() == 0; }));
-    REQUIRE(workers() == std::vector<int>{1});
-  }
+struct Fixture : test::SshFixture {
+  Fixture() : test::SshFixture(std::chrono::milliseconds(5000)) {}
 };
 
 std::vector<std::string> hostnames_of(const std::vector<int>& pids) {

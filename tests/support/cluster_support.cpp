@@ -14,6 +14,20 @@
 #include "test_support.hpp"
 
 namespace dj::test {
+
+SshFixture::SshFixture(std::chrono::milliseconds connect_timeout) : tag(new_tag()) {
+  options.ssh_config = ssh_env("DJ_SSH_CONFIG");
+  options.exename = program("dj-worker");
+  options.env = {{"DJ_TEST_TAG", tag}};
+  options.connect_timeout = connect_timeout;
+  options.timeout = std::chrono::milliseconds(20000);
+}
+
+void SshFixture::require_nothing_left() const {
+  REQUIRE(eventually([&] { return processes_tagged(tag).empty(); }));
+  REQUIRE(eventually([] { return open_ssh_connections() == 0; }));
+  REQUIRE(workers() == std::vector<int>{1});
+}
 namespace {
 
 std::string slurp(const std::string& path) {

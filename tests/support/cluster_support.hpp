@@ -4,10 +4,23 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
+#include "dj/dj.hpp"
+
 namespace dj::test {
+
+// SSH options for the test hosts, with a fresh tag in the workers' environment, and the
+// leak check every SSH test ends with.
+struct SshFixture {
+  explicit SshFixture(std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(5000));
+  // Nothing of this test runs anywhere, no SSH session stays open, no worker is left.
+  void require_nothing_left() const;
+  std::string tag;
+  SshOptions options;
+};
 
 // $name, or a failed test saying which script to run (tests never skip).
 std::string required_env(const std::string& name, const std::string& script);
