@@ -81,6 +81,9 @@ std::vector<int> addprocs_slurm(int n, const SlurmOptions& options) {
   return cluster.add_workers(*manager, n, options.timeout);
 }
 
+void set_topology(Topology t) { detail::Cluster::instance().set_topology(t); }
+Topology topology() { return detail::Cluster::instance().topology(); }
+
 void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {
   detail::Cluster::instance().rmprocs(pids, grace);
 }

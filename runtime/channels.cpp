@@ -67,6 +67,11 @@ void serve_channel_op(const wire::ChannelOp& op, std::string item,
     }
     return;
   }
+  if (op.op == wire::ChannelOpKind::kRelease) {
+    // Fire and forget: the releasing side waits for no answer (one would be a stray Result).
+    local_channels().op(op.channel_id, op.op, {}, std::nullopt, [](ChannelResult) {});
+    return;
+  }
   std::optional<ChannelTable::Clock::time_point> deadline;
   if (op.timeout_ms >= 0) deadline = ChannelTable::Clock::now() + std::chrono::milliseconds(op.timeout_ms);
   uint64_t request = op.request_id;

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -263,10 +264,12 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
   auto connect_timeout = std::chrono::milliseconds(std::max(ms_left(deadline), 1));
   bool same_host = unix_field.rfind("unix:@", 0) == 0 && host_field == "host:" + host_identity();
   Fd sock;
+  bool direct = true;
   if (same_host) {
     sock = connect_unix_abstract(unix_field.substr(6), connect_timeout);
   } else if (int fd = w->open_connection(worker_host, port, connect_timeout); fd >= 0) {
     sock = Fd(fd);  // The manager's own path to the worker (an SSH tunnel).
+    direct = false;
   } else {
     sock = connect_tcp(worker_host, port, connect_timeout);
   }
@@ -281,6 +284,10 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
   auto link = std::make_shared<WorkerLink>(pid, std::move(w), std::move(sock));
   link->info = {pid, static_cast<long>(welcome->os_pid), welcome->hostname, address};
   link->host_identity = welcome->boot_id;
+  link->direct = direct;
+  link->peer = {pid, address,
+                unix_field.rfind("unix:@", 0) == 0 ? unix_field.substr(6) : std::string(),
+                welcome->boot_id};
   link->out_partial = rest;
   return link;
 }
@@ -347,9 +354,49 @@ std::vector<int> Cluster::add_workers(ClusterManager& manager, int n,
     throw Error(e.kind(), std::string("addprocs: a new worker could not load the plugins "
                                       "loaded before; no worker was added: ") + e.what());
   }
+  send_peers(links);
   std::vector<int> pids;
   for (auto& link : links) pids.push_back(link->pid);
   return pids;
+}
+
+void Cluster::send_peers(const std::vector<std::shared_ptr<WorkerLink>>& added) {
+  std::vector<std::shared_ptr<WorkerLink>> all;
+  {
+    std::lock_guard lock(mu_);
+    if (topology_ == Topology::master_worker) return;
+    for (auto& [pid, link] : links_) {
+      if (link->direct) all.push_back(link);
+    }
+  }
+  wire::Peers everyone, newcomers;
+  for (auto& link : all) everyone.entries.push_back(link->peer);
+  for (auto& link : added) {
+    if (link->direct) newcomers.entries.push_back(link->peer);
+  }
+  for (auto& link : all) {
+    bool is_new = std::find(added.begin(), added.end(), link) != added.end();
+    if (is_new) link->send(everyone);
+    else if (!newcomers.entries.empty()) link->send(newcomers);
+  }
+}
+
+void Cluster::set_topology(Topology topology) {
+  std::lock_guard lock(mu_);
+  if (topology == topology_) return;
+  if (next_pid_ > 2) {
+    throw Error(ErrorKind::InvalidArgument,
+                "set_topology: workers were already added with topology " +
+                    std::string(topology_ == Topology::all_to_all ? "all_to_all"
+                                                                  : "master_worker") +
+                    "; set the topology before the first addprocs");
+  }
+  topology_ = topology;
+}
+
+Topology Cluster::topology() const {
+  std::lock_guard lock(mu_);
+  return topology_;
 }
 
 void Cluster::rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -41,6 +42,10 @@ struct WorkerLink {
   Fd socket;
   WorkerInfo info;
   std::string host_identity;
+  // Where other workers reach it (sent to them in wire::Peers); not direct when the master
+  // reaches it through its manager's own path (an SSH tunnel): others cannot.
+  wire::Peer peer;
+  bool direct = true;
   std::mutex write_mu;
   std::atomic<int> in_flight{0};
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
@@ -78,6 +83,8 @@ class Cluster {
   // n = 0: as many as manager.launch(0) starts (SSH hosts with count "auto").
   std::vector<int> add_workers(ClusterManager& manager, int n, std::chrono::milliseconds timeout);
   void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace);
+  void set_topology(Topology topology);
+  Topology topology() const;
   WorkerInfo info(int pid) const;
   WorkerStats stats(int pid);
 
@@ -141,6 +148,8 @@ class Cluster {
     std::string sha256;
     std::string bytes;
   };
+  // Tells the new workers where every direct worker listens, and the others about the new ones.
+  void send_peers(const std::vector<std::shared_ptr<WorkerLink>>& added);
   void load_plugins_on(const std::vector<std::shared_ptr<WorkerLink>>& links,
                        const std::vector<ShippedPlugin>& plugins);
   StoredValue fetch_from(int owner, uint64_t ref_id);
@@ -168,6 +177,9 @@ class Cluster {
   // Waits for `reply`, reading the link's socket itself when no other thread is.
   const wire::Message& await(const std::shared_ptr<WorkerLink>& link, Reply& reply);
   void on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame);
+  // Why a worker may not use a value or channel of another worker (topology master_worker).
+  std::optional<std::string> worker_to_worker_refused(int requester, int owner,
+                                                      const char* what) const;
   void on_fetch_ref(const std::shared_ptr<WorkerLink>& link, const wire::FetchRef& m);
   void on_channel_op(const std::shared_ptr<WorkerLink>& link, wire::ChannelOp m,
                      std::string item);
@@ -181,6 +193,7 @@ class Cluster {
   std::map<int, std::shared_ptr<WorkerLink>> links_;  // guarded by mu_
   std::map<int, std::string> gone_;                   // guarded by mu_: pid -> why it left
   int next_pid_ = 2;                                  // guarded by mu_
+  Topology topology_ = Topology::all_to_all;          // guarded by mu_
   uint64_t next_id_ = 1;                              // guarded by mu_
   mutable size_t spawn_cursor_ = 0;                   // guarded by mu_
 

@@ -298,6 +298,16 @@ void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& fr
   reply->complete(std::move(frame.message), std::move(frame.payload));
 }
 
+std::optional<std::string> Cluster::worker_to_worker_refused(int requester, int owner,
+                                                            const char* what) const {
+  if (owner == requester || owner == 1) return std::nullopt;
+  std::lock_guard lock(mu_);
+  if (topology_ != Topology::master_worker) return std::nullopt;
+  return "worker " + std::to_string(requester) + " needs " + what + " owned by worker " +
+         std::to_string(owner) + ", but the cluster's topology is master_worker (workers do not "
+         "talk to each other): fetch it on the master and pass it by value";
+}
+
 void Cluster::on_fetch_ref(const std::shared_ptr<WorkerLink>& requester,
                            const wire::FetchRef& m) {
   uint64_t req = m.request_id;
@@ -312,6 +322,9 @@ void Cluster::on_fetch_ref(const std::shared_ptr<WorkerLink>& requester,
                                               std::to_string(m.ref_id), 1, {}}, {});
     }
     return;
+  }
+  if (auto why = worker_to_worker_refused(requester->pid, m.owner, "a value")) {
+    return answer(false, {ErrorKind::InvalidArgument, *why, m.owner, {}}, {});
   }
   std::shared_ptr<WorkerLink> owner;
   uint64_t id = 0;
@@ -354,6 +367,9 @@ void Cluster::on_channel_op(const std::shared_ptr<WorkerLink>& requester, wire::
     requester->send(r, r.ok ? bytes : std::string());
   };
   if (m.owner == 1) return serve_channel_op(m, std::move(item), answer);
+  if (auto why = worker_to_worker_refused(requester->pid, m.owner, "a RemoteChannel")) {
+    return answer(wire::Result{req, false, {ErrorKind::InvalidArgument, *why, m.owner, {}}}, {});
+  }
   std::shared_ptr<WorkerLink> owner;
   auto reply = std::make_shared<Reply>();
   reply->then = [answer](Reply& r) {

@@ -30,6 +30,7 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
     : cookie_(std::move(cookie)),
       listener_(std::move(listener)),
       local_listener_(std::move(local_listener)),
+      peer_links_(cookie_),
       ctx_{registry_, store_, 0,
            [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }, &segments_},
       timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
@@ -39,11 +40,7 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
   set_nonblocking(listener_.get(), true);
   set_nonblocking(local_listener_.get(), true);
   set_master_requester([this](wire::ChannelOp op, std::string item) {
-    StoredValue v = ask_master([&](uint64_t id) {
-      op.request_id = id;
-      send(op, item);
-    });
-    return std::make_pair(wire::Result{op.request_id, v.ok, v.error}, std::move(v.bytes));
+    return channel_request(std::move(op), std::move(item));
   });
   set_block_hook([this] { request_takeover(); });
 }
@@ -84,6 +81,14 @@ bool WorkerServer::check_hello(const wire::Frame& frame, std::string& why) const
     why = "invalid worker pid " + std::to_string(hello->pid);
     return false;
   }
+  if (master_ && (hello->pid != ctx_.self_pid || hello->sender_pid < 2 ||
+                  hello->sender_pid == ctx_.self_pid)) {
+    why = hello->sender_pid == 1 ? "already serving a master"
+                                 : "peer Hello for pid " + std::to_string(hello->pid) +
+                                       " from pid " + std::to_string(hello->sender_pid) +
+                                       " (this is worker " + std::to_string(ctx_.self_pid) + ")";
+    return false;
+  }
   return true;
 }
 
@@ -108,19 +113,32 @@ void WorkerServer::handle_pending_peer(size_t index) {
     auto frame = wire::read_frame(fd, 0);
     if (!frame) return drop_peer(index, "closed before saying Hello");
     if (!check_hello(*frame, why)) return drop_peer(index, why);
-    if (master_) return drop_peer(index, "already serving a master");
     const auto& hello = std::get<wire::Hello>(frame->message);
-    set_myid(hello.pid);
-    ctx_.self_pid = hello.pid;
-    master_ = std::move(peers_[index].fd);
-    peers_.erase(peers_.begin() + static_cast<long>(index));
-    set_receive_timeout(master_.get(), std::chrono::milliseconds(0));
-    reader_.emplace(master_.get());
-    send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(),
-                       host_identity()});
+    if (master_) accept_worker_peer(index, hello);
+    else accept_master(index, hello);
   } catch (const Error& e) {
     drop_peer(index, e.what());
   }
+}
+
+void WorkerServer::accept_master(size_t index, const wire::Hello& hello) {
+  set_myid(hello.pid);
+  ctx_.self_pid = hello.pid;
+  peer_links_.set_self(hello.pid);
+  master_ = std::move(peers_[index].fd);
+  peers_.erase(peers_.begin() + static_cast<long>(index));
+  set_receive_timeout(master_.get(), std::chrono::milliseconds(0));
+  reader_.emplace(master_.get());
+  send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(), host_identity()});
+}
+
+void WorkerServer::accept_worker_peer(size_t index, const wire::Hello& hello) {
+  Fd fd = std::move(peers_[index].fd);
+  peers_.erase(peers_.begin() + static_cast<long>(index));
+  set_receive_timeout(fd.get(), std::chrono::milliseconds(0));
+  wire::write_frame(fd.get(), wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()),
+                                            host_name(), host_identity()});
+  serve_peer(std::move(fd), hello.sender_pid, store_);
 }
 
 void WorkerServer::accept_step(int timeout_ms) {
@@ -310,7 +328,26 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
 }
 
 StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
+  if (owner != ctx_.self_pid && peer_links_.reachable(owner)) {
+    request_takeover();  // The master connection must be read while this kernel waits.
+    return peer_links_.request(owner, wire::Fetch{0, ref});
+  }
   return ask_master([&](uint64_t id) { send(wire::FetchRef{id, owner, ref}); });
+}
+
+std::pair<wire::Result, std::string> WorkerServer::channel_request(wire::ChannelOp op,
+                                                                   std::string item) {
+  StoredValue v;
+  if (op.owner != ctx_.self_pid && peer_links_.reachable(op.owner)) {
+    request_takeover();
+    v = peer_links_.request(op.owner, op, item);
+  } else {
+    v = ask_master([&](uint64_t id) {
+      op.request_id = id;
+      send(op, item);
+    });
+  }
+  return {wire::Result{op.request_id, v.ok, v.error}, std::move(v.bytes)};
 }
 
 StoredValue WorkerServer::ask_master(const std::function<void(uint64_t)>& send_request) {
@@ -401,6 +438,8 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           send(out);
         } else if constexpr (std::is_same_v<M, wire::UnmapShared>) {
           segments_.drop(m.name);
+        } else if constexpr (std::is_same_v<M, wire::Peers>) {
+          peer_links_.add(m.entries);
         } else if constexpr (std::is_same_v<M, wire::Shutdown>) {
           exit_now(0, "");
         } else {

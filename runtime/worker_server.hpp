@@ -27,6 +27,7 @@
 
 #include "call_exec.hpp"
 #include "net.hpp"
+#include "peer_links.hpp"
 #include "plugins/registry.hpp"
 #include "value_store.hpp"
 #include "wire/frame.hpp"
@@ -59,6 +60,8 @@ class WorkerServer {
   void handle_new_peers(int listen_fd);
   void handle_pending_peer(size_t index);
   void drop_peer(size_t index, const std::string& why);
+  void accept_master(size_t index, const wire::Hello& hello);
+  void accept_worker_peer(size_t index, const wire::Hello& hello);
   bool check_hello(const wire::Frame& frame, std::string& why) const;
 
   // Serve threads.
@@ -71,7 +74,10 @@ class WorkerServer {
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});
+  // A value or channel owned by another process: directly from a peer worker when the master
+  // listed it, else through the master (which also owns pid 1's values).
   StoredValue fetch_remote(int owner, uint64_t ref);
+  std::pair<wire::Result, std::string> channel_request(wire::ChannelOp op, std::string item);
   // Sends a request built by `send_request(request id)` to the master and waits for the Result
   // with that id (from a kernel thread: the follower takes over reading meanwhile).
   StoredValue ask_master(const std::function<void(uint64_t)>& send_request);
@@ -86,6 +92,7 @@ class WorkerServer {
 
   KernelRegistry registry_;
   ValueStore store_;
+  PeerLinks peer_links_;   // this worker's connections to other workers (lazy)
   SegmentTable segments_;  // SharedArray segments the master asked this worker to map
   ExecContext ctx_;
 

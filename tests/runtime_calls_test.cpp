@@ -232,7 +232,7 @@ TEST_CASE("everywhere of the same plugin twice is a no-op, of a rebuilt one repl
   CHECK(remotecall_fetch(version, fresh) == 2);
 }
 
-TEST_CASE("a Future passed to its own worker is used in place, to another worker it travels", "[calls]") {
+TEST_CASE("a Future passed to its own worker is used in place", "[calls]") {
   addprocs(2);
   Kernels k;
   auto& cluster = detail::Cluster::instance();
@@ -243,9 +243,7 @@ TEST_CASE("a Future passed to its own worker is used in place, to another worker
   CHECK(remotecall_fetch(k.sum, 2, v) == Approx(static_cast<double>(n)));
   CHECK(cluster.payload_bytes_received() - before < 1024);  // only the double came back
 
-  before = cluster.payload_bytes_received();
-  CHECK(remotecall_fetch(k.sum, 3, v) == Approx(static_cast<double>(n)));
-  CHECK(cluster.payload_bytes_received() - before >= static_cast<uint64_t>(n) * 8);
+  CHECK(remotecall_fetch(k.sum, 3, v) == Approx(static_cast<double>(n)));  // runtime_peers_test
 
   // A Future whose value is still being computed is waited for, not failed.
   Future<int32_t> slow = spawnat(2, k.sleep_ms, 100);

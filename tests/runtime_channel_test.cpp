@@ -104,10 +104,26 @@ TEST_CASE("when a channel's owner dies every user's call fails instead of hangin
     }
   });
   REQUIRE(test::eventually([&] { return test::process_alive(static_cast<pid_t>(worker_info(2).os_pid)); }));
+  // Let the take reach the owner first (killed earlier, it fails with "worker 2 is gone").
+  std::this_thread::sleep_for(200ms);
   ::kill(static_cast<pid_t>(worker_info(2).os_pid), SIGKILL);
   blocked.join();
   REQUIRE(seen);
   CHECK(seen->kind() == ErrorKind::Disconnected);
   CHECK_THAT(seen->what(), Contains("ProcessExited(2)"));
   REQUIRE_THROWS_WITH(ch.put(1), Contains("worker 2 is gone"));
+}
+
+TEST_CASE("dropping the last handle to a worker's channel frees it and the worker stays healthy", "[channel]") {
+  addprocs(1);
+  Kernels k;
+  {
+    RemoteChannel<int64_t> ch(2, 2);
+    ch.put(7);
+  }  // released on worker 2 (no answer expected: a stray one once made the master drop it)
+  std::this_thread::sleep_for(100ms);
+  CHECK(workers() == std::vector<int>{2});
+  RemoteChannel<int64_t> again(1, 2);
+  again.put(8);
+  CHECK(again.take() == 8);
 }

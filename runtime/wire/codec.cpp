@@ -117,6 +117,7 @@ void build(s::Message::Builder m, const Message& message) {
             b.setSignature(text_of(v.signature));
             b.setMode(to_wire(v.mode));
             b.setBatchCount(v.batch_count);
+            b.setElementwise(static_cast<s::Elementwise>(v.elementwise));
           },
           [&](const CallDone& v) {
             auto b = m.initCallDone();
@@ -177,6 +178,16 @@ void build(s::Message::Builder m, const Message& message) {
           },
           [&](const UnmapShared& v) { m.initUnmapShared().setName(text_of(v.name)); },
           [&](const StoreValue& v) { m.initStoreValue().setRefId(v.ref_id); },
+          [&](const Peers& v) {
+            auto list = m.initPeers().initEntries(static_cast<unsigned>(v.entries.size()));
+            for (unsigned i = 0; i < list.size(); ++i) {
+              const Peer& e = v.entries[i];
+              list[i].setPid(e.pid);
+              list[i].setAddress(text_of(e.address));
+              list[i].setUnixName(text_of(e.unix_name));
+              list[i].setHostIdentity(text_of(e.host_identity));
+            }
+          },
       },
       message);
 }
@@ -210,8 +221,13 @@ Message parse(s::Message::Reader m) {
         case s::CallMode::BATCH: mode = CallMode::kBatch; break;
         default: throw Error(ErrorKind::InvalidArgument, "dj wire: unknown call mode");
       }
+      auto elementwise = static_cast<uint16_t>(r.getElementwise());
+      if (elementwise > static_cast<uint16_t>(Elementwise::kReduce)) {
+        throw Error(ErrorKind::InvalidArgument, "dj wire: unknown elementwise operation");
+      }
       return Call{r.getRequestId(),       r.getRefId(),          r.getKernelId(),
-                  str(r.getKernelName()), str(r.getSignature()), mode, r.getBatchCount()};
+                  str(r.getKernelName()), str(r.getSignature()), mode, r.getBatchCount(),
+                  static_cast<Elementwise>(elementwise)};
     }
     case s::Message::CALL_DONE: {
       auto r = m.getCallDone();
@@ -258,6 +274,14 @@ Message parse(s::Message::Reader m) {
     }
     case s::Message::UNMAP_SHARED: return UnmapShared{str(m.getUnmapShared().getName())};
     case s::Message::STORE_VALUE: return StoreValue{m.getStoreValue().getRefId()};
+    case s::Message::PEERS: {
+      Peers out;
+      for (auto e : m.getPeers().getEntries()) {
+        out.entries.push_back(Peer{e.getPid(), str(e.getAddress()), str(e.getUnixName()),
+                                   str(e.getHostIdentity())});
+      }
+      return out;
+    }
   }
   throw Error(ErrorKind::InvalidArgument, "dj wire: unknown message type " +
                                               std::to_string(static_cast<int>(m.which())));
@@ -323,7 +347,7 @@ const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
       "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
-      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared", "StoreValue"};
+      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared", "StoreValue", "Peers"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

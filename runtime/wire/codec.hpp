@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "dj/error.hpp"
 
@@ -22,6 +23,7 @@ struct RemoteError {
 };
 
 enum class CallMode : uint8_t { kStore, kFetch, kDiscard, kBatch };
+enum class Elementwise : uint8_t { kNone, kMap, kReduce };
 
 struct Hello {
   std::string cookie;
@@ -55,6 +57,7 @@ struct Call {
   std::string signature;
   CallMode mode = CallMode::kStore;
   uint32_t batch_count = 0;
+  Elementwise elementwise = Elementwise::kNone;
 };
 struct CallDone {
   uint64_t ref_id = 0;
@@ -120,11 +123,20 @@ struct UnmapShared {
 struct StoreValue {
   uint64_t ref_id = 0;
 };
+struct Peer {
+  int32_t pid = 0;
+  std::string address;
+  std::string unix_name;
+  std::string host_identity;
+};
+struct Peers {
+  std::vector<Peer> entries;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
                              Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared,
-                             StoreValue>;
+                             StoreValue, Peers>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

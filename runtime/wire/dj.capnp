@@ -81,6 +81,16 @@ struct Call {
   signature @4 :Text;    # Caller's view "(arg types)->result"; must equal the registered one.
   mode @5 :CallMode;
   batchCount @6 :UInt32;  # Batch mode only.
+  elementwise @7 :Elementwise;  # none: an ordinary call.
+}
+
+enum Elementwise {
+  # DArray operations that run where a chunk lives. The call's one argument is a chunk (an
+  # encoded vec<T>, usually a ref to a value the worker owns); T is the kernel's first argument
+  # type in `signature`.
+  none @0;
+  map @1;     # kernel (T)->U on every element; the result is the vec<U> of the outputs.
+  reduce @2;  # kernel (T,T)->T folds the elements left to right; an empty chunk is an error.
 }
 
 struct CallDone {
@@ -193,6 +203,24 @@ struct StoreValue {
   refId @0 :UInt64;
 }
 
+struct Peer {
+  # Where another worker listens, for direct worker-to-worker connections.
+  pid @0 :Int32;
+  address @1 :Text;       # HOST:PORT (TCP), for a worker on another host.
+  unixName @2 :Text;      # Abstract Unix socket name, for a worker on the same host.
+  hostIdentity @3 :Text;  # Same value as Welcome.bootId: decides which of the two to use.
+}
+
+struct Peers {
+  # Master -> worker (topology all_to_all only): the other workers it may connect to, sent when
+  # it joins (all of them) and when workers join later (the new ones). A worker connects to a
+  # peer lazily, the first time it needs a value or a channel that peer owns, with a Hello
+  # {cookie, pid: the peer's pid, senderPid: its own}; over that connection it sends Fetch and
+  # ChannelOp requests and the peer answers with Result. Peers missing from the list (tunnelled
+  # workers) are reached through the master.
+  entries @0 :List(Peer);
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -215,5 +243,6 @@ struct Message {
     sharedMapped @17 :SharedMapped;
     unmapShared @18 :UnmapShared;
     storeValue @19 :StoreValue;
+    peers @20 :Peers;
   }
 }

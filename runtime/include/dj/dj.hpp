@@ -70,6 +70,17 @@ std::vector<int> addprocs(int n, const LocalOptions& options = {});
 std::vector<int> addprocs(ClusterManager& manager, int n,
                           std::chrono::milliseconds timeout = std::chrono::milliseconds(20000));
 
+// How workers reach each other (Distributed.jl's `topology` keyword of addprocs).
+// all_to_all (the default): a worker whose kernel needs a value or a RemoteChannel owned by
+// another worker connects to that worker directly, the first time, and keeps the connection;
+// the bytes never pass through the master. master_worker: workers talk to the master only (for
+// networks where they cannot reach each other); a kernel that needs another worker's value or
+// channel then fails with InvalidArgument saying so (fetch it on the master and pass the value).
+enum class Topology { all_to_all, master_worker };
+// Throws: InvalidArgument once workers were added with another topology.
+void set_topology(Topology topology);
+Topology topology();
+
 // Workers on one SSH host, in Distributed.jl's machine format
 // "[count*][user@]host[:port] [bind_addr[:port]]" ("2*alice@node1:2222 10.0.0.5"), or as
 // {host, count}. count kAutoCount starts one worker per core of the host ("auto*node1").
