@@ -6,7 +6,9 @@
 #include <string_view>
 
 #include "dj/error.hpp"
+#include "chunk_ops.hpp"
 #include "shared_arrays.hpp"
+#include "type_walk.hpp"
 
 namespace dj::detail {
 namespace {
@@ -129,6 +131,73 @@ CallOutcome cancelled(const ExecContext& ctx, const std::string& kernel) {
                  ctx.self_pid, kernel);
 }
 
+SinkState invoke(const ExecContext& ctx, const KernelEntry& kernel,
+                 const std::vector<dj_arg>& args) {
+  SinkState state;
+  dj_sink sink{&state, &sink_reserve, &sink_fail};
+  ScopedSegmentTable segments(ctx.segments);
+  kernel.invoke(args.data(), args.size(), &sink);
+  return state;
+}
+
+// A DArray operation over one chunk (an encoded vec<T>): the kernel on every element (map), or
+// folding the elements with it (reduce). See wire::Elementwise.
+CallOutcome run_elementwise(const ExecContext& ctx, const PendingCall& p,
+                            const std::vector<dj_arg>& args) {
+  const int pid = ctx.self_pid;
+  const std::string& name = p.call.kernel_name;
+  const bool is_map = p.call.chunk_op == wire::ChunkOp::kMap;
+  auto fail = [&](ErrorKind kind, const std::string& why) {
+    return failure(kind, "on worker " + std::to_string(pid) + ": " + (is_map ? "map" : "reduce") +
+                             " of '" + name + "' over a chunk: " + why,
+                   pid, name);
+  };
+  try {
+    if (args.size() != 1) return fail(ErrorKind::InvalidArgument, "expects one chunk argument");
+    auto [types, result] = split_signature(p.kernel->signature);
+    if (is_map && types.size() != 1) {
+      return fail(ErrorKind::InvalidArgument, "the kernel must take one argument, not " +
+                                                  p.kernel->signature);
+    }
+    if (!is_map && (types.size() != 2 || types[0] != types[1] || types[0] != result)) {
+      return fail(ErrorKind::InvalidArgument,
+                  "the kernel must be (T,T)->T, not " + p.kernel->signature);
+    }
+    auto elements = split_elements(types[0], args[0].data, args[0].size);
+    std::string acc;
+    if (is_map) {
+      uint64_t n = elements.size();
+      acc.append(reinterpret_cast<const char*>(&n), sizeof n);
+    } else if (elements.empty()) {
+      return fail(ErrorKind::InvalidArgument, "the chunk is empty");
+    } else {
+      acc.assign(reinterpret_cast<const char*>(elements[0].first), elements[0].second);
+    }
+    for (size_t i = is_map ? 0 : 1; i < elements.size(); ++i) {
+      if (is_interrupted()) return fail(ErrorKind::Cancelled, "interrupted");
+      std::vector<dj_arg> call_args;
+      if (!is_map) {
+        call_args.push_back({reinterpret_cast<const unsigned char*>(acc.data()), acc.size()});
+      }
+      call_args.push_back({elements[i].first, elements[i].second});
+      SinkState state = invoke(ctx, *p.kernel, call_args);
+      if (state.failed) {
+        return fail(ErrorKind::RemoteFailure,
+                    "element " + std::to_string(i) + " of the chunk: kernel threw: " +
+                        state.message);
+      }
+      if (is_map) acc += state.result;
+      else acc = std::move(state.result);
+    }
+    CallOutcome out;
+    out.ok = true;
+    out.result = std::move(acc);
+    return out;
+  } catch (const Error& e) {
+    return fail(e.kind(), e.what());
+  }
+}
+
 // Runs the kernel on already-parsed arguments (refs resolved here).
 CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
                        const std::vector<ParsedArg>& parsed, const char* blob) {
@@ -180,6 +249,13 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
                        "': " + p.arrival_error,
                    pid, name);
   }
+  if (is_builtin_chunk_op(p.call.chunk_op)) {
+    if (!problem.empty()) {
+      return failure(kind, "on worker " + std::to_string(pid) + ": DArray chunk: " + problem,
+                     pid, {});
+    }
+    return run_chunk_builtin(pid, p.call, args);
+  }
   if (!p.kernel) return failure(ErrorKind::NotFound, not_loaded_message(name, pid), pid, name);
   if (p.kernel->signature != p.call.signature) {
     return failure(ErrorKind::InvalidArgument,
@@ -193,12 +269,8 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
                              problem, pid, name);
   }
 
-  SinkState state;
-  dj_sink sink{&state, &sink_reserve, &sink_fail};
-  {
-    ScopedSegmentTable segments(ctx.segments);
-    p.kernel->invoke(args.data(), args.size(), &sink);
-  }
+  if (p.call.chunk_op != wire::ChunkOp::kNone) return run_elementwise(ctx, p, args);
+  SinkState state = invoke(ctx, *p.kernel, args);
   if (state.failed && is_interrupted()) {
     return failure(ErrorKind::Cancelled,
                    "on worker " + std::to_string(pid) + ": kernel '" + name +

@@ -15,7 +15,8 @@ namespace {
 
 wire::Call make_call(const CallTarget& k, wire::CallMode mode, uint64_t request_id,
                      uint64_t ref_id, uint32_t batch_count = 0) {
-  return wire::Call{request_id, ref_id, k.id, *k.name, *k.signature, mode, batch_count};
+  return wire::Call{request_id, ref_id,      k.id,        *k.name,
+                    *k.signature, mode, batch_count, static_cast<wire::ChunkOp>(k.chunk_op)};
 }
 
 void throw_if_failed(const wire::Message& m) {

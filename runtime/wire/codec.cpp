@@ -117,7 +117,7 @@ void build(s::Message::Builder m, const Message& message) {
             b.setSignature(text_of(v.signature));
             b.setMode(to_wire(v.mode));
             b.setBatchCount(v.batch_count);
-            b.setElementwise(static_cast<s::Elementwise>(v.elementwise));
+            b.setChunkOp(static_cast<s::ChunkOp>(v.chunk_op));
           },
           [&](const CallDone& v) {
             auto b = m.initCallDone();
@@ -221,13 +221,13 @@ Message parse(s::Message::Reader m) {
         case s::CallMode::BATCH: mode = CallMode::kBatch; break;
         default: throw Error(ErrorKind::InvalidArgument, "dj wire: unknown call mode");
       }
-      auto elementwise = static_cast<uint16_t>(r.getElementwise());
-      if (elementwise > static_cast<uint16_t>(Elementwise::kReduce)) {
-        throw Error(ErrorKind::InvalidArgument, "dj wire: unknown elementwise operation");
+      auto chunk_op = static_cast<uint16_t>(r.getChunkOp());
+      if (chunk_op > static_cast<uint16_t>(ChunkOp::kLength)) {
+        throw Error(ErrorKind::InvalidArgument, "dj wire: unknown chunk operation");
       }
       return Call{r.getRequestId(),       r.getRefId(),          r.getKernelId(),
                   str(r.getKernelName()), str(r.getSignature()), mode, r.getBatchCount(),
-                  static_cast<Elementwise>(elementwise)};
+                  static_cast<ChunkOp>(chunk_op)};
     }
     case s::Message::CALL_DONE: {
       auto r = m.getCallDone();

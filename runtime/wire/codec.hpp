@@ -23,7 +23,7 @@ struct RemoteError {
 };
 
 enum class CallMode : uint8_t { kStore, kFetch, kDiscard, kBatch };
-enum class Elementwise : uint8_t { kNone, kMap, kReduce };
+enum class ChunkOp : uint8_t { kNone, kMap, kReduce, kSlice, kSum, kFill, kRand, kLength };
 
 struct Hello {
   std::string cookie;
@@ -57,7 +57,7 @@ struct Call {
   std::string signature;
   CallMode mode = CallMode::kStore;
   uint32_t batch_count = 0;
-  Elementwise elementwise = Elementwise::kNone;
+  ChunkOp chunk_op = ChunkOp::kNone;
 };
 struct CallDone {
   uint64_t ref_id = 0;

@@ -81,16 +81,21 @@ struct Call {
   signature @4 :Text;    # Caller's view "(arg types)->result"; must equal the registered one.
   mode @5 :CallMode;
   batchCount @6 :UInt32;  # Batch mode only.
-  elementwise @7 :Elementwise;  # none: an ordinary call.
+  chunkOp @7 :ChunkOp;  # none: an ordinary call.
 }
 
-enum Elementwise {
-  # DArray operations that run where a chunk lives. The call's one argument is a chunk (an
-  # encoded vec<T>, usually a ref to a value the worker owns); T is the kernel's first argument
-  # type in `signature`.
+enum ChunkOp {
+  # DArray operations that run where a chunk lives. A chunk is an encoded vec<T>, usually a ref
+  # to a value the worker owns. With a kernel, T is its first argument type in `signature`;
+  # the built-in ones (kernelId 0) carry "(T)" as `signature`.
   none @0;
-  map @1;     # kernel (T)->U on every element; the result is the vec<U> of the outputs.
-  reduce @2;  # kernel (T,T)->T folds the elements left to right; an empty chunk is an error.
+  map @1;     # args (chunk); kernel (T)->U on every element; result: the vec<U> of the outputs.
+  reduce @2;  # args (chunk); kernel (T,T)->T folds the elements in order; empty chunk: error.
+  slice @3;   # built-in; args (chunk, u64 first, u64 count); result: vec<T> of those elements.
+  sum @4;     # built-in, arithmetic T; args (chunk); result: T, the sum (0 for an empty chunk).
+  fill @5;    # built-in; args (u64 count, T value); result: vec<T> of count copies.
+  rand @6;    # built-in, T = f64; args (u64 count, u64 seed); result: vec<f64> uniform in [0,1).
+  length @7;  # built-in; args (chunk); result: u64, its element count.
 }
 
 struct CallDone {

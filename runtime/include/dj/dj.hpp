@@ -200,6 +200,7 @@ struct CallTarget {
   const std::string* name;
   uint64_t id;
   const std::string* signature;
+  uint8_t chunk_op = 0;  // wire::ChunkOp: a DArray operation over a chunk (0: none)
 };
 
 std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
@@ -427,3 +428,4 @@ Plugin everywhere(const std::string& path);
 
 #include "dj/channel.hpp"   // RemoteChannel
 #include "dj/parallel.hpp"  // pmap, distributed loops, worker pools, interrupt
+#include "dj/darray.hpp"    // DArray: distribute, map, reduce, sum

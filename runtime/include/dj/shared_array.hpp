@@ -76,6 +76,8 @@ struct IndexRange {
   iterator end() const { return {last}; }
   bool operator==(const IndexRange&) const = default;
 };
+// Crosses the wire as IndexRange{u64,u64} (DArray init kernels take std::vector<IndexRange>).
+DJ_STRUCT(IndexRange, first, last)
 
 // Julia's split of `length` elements among `parts` processes: the share of the process at
 // 1-based position `index` (each gets length/parts, the last also the remainder; with fewer
