@@ -25,5 +25,7 @@ double best_ms(int runs, F&& f) {
 
 // "High-level tools: @distributed and pmap" and "@distributed vs pmap" (high_level.cpp).
 void high_level_cells(const std::string& lib_dir);
+// "High-level array abstractions: DistributedArrays.jl" (darray_cells.cpp).
+void darray_cells(const std::string& lib_dir);
 
 }  // namespace notebook

@@ -149,6 +149,8 @@ int main() {
                 dj::nworkers(), serial_ok && distributed_ok ? "true" : "false");
   }
 
+  notebook::darray_cells(lib);
+
   cell("rmprocs(workers())  # cleanup");
   dj::rmprocs(dj::workers());
   std::printf("nworkers() = %d\n", dj::nworkers());
