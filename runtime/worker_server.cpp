@@ -263,7 +263,8 @@ void WorkerServer::serve() {
 void WorkerServer::run_calls(PendingCall first) {
   PendingCall current = std::move(first);
   for (;;) {
-    if (current.call.mode == wire::CallMode::kBatch) {
+    // A batch refused at arrival (its count does not fit its payload) is answered by reply().
+    if (current.call.mode == wire::CallMode::kBatch && current.arrival_error.empty()) {
       send(wire::Result{current.call.request_id, true, {}}, execute_batch(ctx_, current));
     } else {
       reply(current, execute_call(ctx_, current));
