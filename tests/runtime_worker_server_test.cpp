@@ -279,3 +279,21 @@ TEST_CASE("a local worker listens on loopback only and the master on no port", "
   CHECK(worker_listens[0].rfind("0100007F:", 0) == 0);  // 127.0.0.1, never 0.0.0.0
   CHECK(listening_addresses(::getpid()).empty());       // the master connects, never listens
 }
+
+TEST_CASE("a worker writes plugin images only to a memfd that no planted symlink can redirect", "[worker][security]") {
+  addprocs(1);
+  auto plugin = everywhere(test::plugin("test_kernels"));
+  pid_t os = static_cast<pid_t>(worker_info(2).os_pid);
+  std::ifstream maps("/proc/" + std::to_string(os) + "/maps");
+  std::string line;
+  int plugin_maps = 0;
+  while (std::getline(maps, line)) {
+    if (line.find("dj-plugin") == std::string::npos) continue;
+    ++plugin_maps;
+    CHECK_THAT(line, Contains("/memfd:dj-plugin"));  // anonymous: no directory, no link
+  }
+  CHECK(plugin_maps > 0);
+  // And nothing of it under a file name: the library path appears nowhere in the maps.
+  CHECK_THAT(test::run_command("cat /proc/" + std::to_string(os) + "/maps").output,
+             !Contains("libtest_kernels"));
+}
