@@ -2,7 +2,6 @@
 #include "registry.hpp"
 
 #include <dlfcn.h>
-#include <elf.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <mutex>
 
 #include "dj/serialize.hpp"
+#include "plugins/image_checks.hpp"
 #include "sha256.hpp"
 #include "sys.hpp"
 
@@ -48,46 +48,10 @@ Error load_error(const std::string& name, const std::string& reason,
   return Error(kind, "plugin " + name + ": " + reason);
 }
 
-// dlopen maps the image's segments straight from the memfd: a segment that extends past the
-// end of a truncated image would fault (SIGBUS) on first touch, so every range the loader will
-// map is checked against the image size first.
-void validate_elf(const std::string& name, const std::string& bytes) {
-  if (bytes.size() < 4 || std::memcmp(bytes.data(), ELFMAG, SELFMAG) != 0) {
-    throw load_error(name, "not an ELF shared object (" + std::to_string(bytes.size()) +
-                               " bytes, no ELF magic)");
-  }
-  if (bytes.size() < sizeof(Elf64_Ehdr) || bytes[EI_CLASS] != ELFCLASS64 ||
-      bytes[EI_DATA] != ELFDATA2LSB) {
-    throw load_error(name, "not a 64-bit little-endian ELF object");
-  }
-  Elf64_Ehdr eh;
-  std::memcpy(&eh, bytes.data(), sizeof eh);
-  if (eh.e_type != ET_DYN) throw load_error(name, "not a shared object (ELF type " +
-                                                      std::to_string(eh.e_type) + ")");
-  if (eh.e_machine != EM_X86_64 && eh.e_machine != EM_AARCH64) {
-    throw load_error(name, "built for another machine (ELF machine " +
-                               std::to_string(eh.e_machine) + ")");
-  }
-  const uint64_t size = bytes.size();
-  auto fits = [&](uint64_t off, uint64_t len) { return off <= size && len <= size - off; };
-  if (eh.e_phentsize != sizeof(Elf64_Phdr) ||
-      !fits(eh.e_phoff, uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr))) {
-    throw load_error(name, "truncated or corrupt (program headers outside the " +
-                               std::to_string(size) + "-byte image)");
-  }
-  for (unsigned i = 0; i < eh.e_phnum; ++i) {
-    Elf64_Phdr ph;
-    std::memcpy(&ph, bytes.data() + eh.e_phoff + i * sizeof ph, sizeof ph);
-    if ((ph.p_type == PT_LOAD || ph.p_type == PT_DYNAMIC) && !fits(ph.p_offset, ph.p_filesz)) {
-      throw load_error(name, "truncated or corrupt (segment " + std::to_string(i) +
-                                 " needs bytes up to " + std::to_string(ph.p_offset + ph.p_filesz) +
-                                 ", the image has " + std::to_string(size) + ")");
-    }
-  }
-}
-
-std::unique_ptr<PluginImage> open_image(const std::string& name, const std::string& bytes) {
-  validate_elf(name, bytes);
+// Checks, writes to a sealed memfd, dlopens, and reads the descriptor into `entries`.
+std::unique_ptr<PluginImage> open_image(const std::string& name, const std::string& bytes,
+                                        std::vector<KernelEntry>& entries) {
+  check_elf_image(name, bytes);
   int fd = ::memfd_create("dj-plugin", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw_errno("memfd_create", "plugin " + name);
   try {
@@ -117,15 +81,7 @@ std::unique_ptr<PluginImage> open_image(const std::string& name, const std::stri
                                DJ_PLUGIN_SYMBOL + "; add DJ_PLUGIN(...) to one source file)");
   }
   const dj_plugin_descriptor* d = entry();
-  if (!d) throw load_error(name, "its descriptor function returned null");
-  if (d->abi_version != DJ_PLUGIN_ABI_VERSION) {
-    throw load_error(name, "built against an incompatible dj (plugin ABI " +
-                               std::to_string(d->abi_version) + ", this dj has ABI " +
-                               std::to_string(DJ_PLUGIN_ABI_VERSION) + "); rebuild it");
-  }
-  if (d->kernel_count == 0 || !d->kernels) {
-    throw load_error(name, "no kernels registered (DJ_PLUGIN lists none)");
-  }
+  entries = read_descriptor(name, d);
   image->set_descriptor(d);
   return image;
 }
@@ -147,22 +103,14 @@ KernelRegistry::LoadOutcome KernelRegistry::load(const std::string& display_name
     throw load_error(display_name, "image bytes do not match their announced sha256 " +
                                        to_hex(digest) + "; refused");
   }
-  auto image = open_image(display_name, bytes);
+  std::vector<KernelEntry> entries;
+  auto image = open_image(display_name, bytes, entries);
   const dj_plugin_descriptor& d = image->descriptor();
 
   std::unordered_map<uint64_t, std::shared_ptr<const KernelEntry>> fresh;
-  for (uint32_t i = 0; i < d.kernel_count; ++i) {
-    const dj_kernel_entry& k = d.kernels[i];
-    if (!k.name || !k.signature || !k.invoke) {
-      throw load_error(display_name, "kernel entry " + std::to_string(i) + " is incomplete");
-    }
-    auto entry = std::make_shared<KernelEntry>(
-        KernelEntry{k.name, k.signature, display_name, k.invoke});
-    auto [it, inserted] = fresh.emplace(kernel_id(entry->name), entry);
-    if (!inserted) {
-      throw load_error(display_name, "kernel names '" + it->second->name + "' and '" +
-                                         entry->name + "' collide (listed twice?)");
-    }
+  for (auto& e : entries) {
+    uint64_t id = kernel_id(e.name);
+    fresh.emplace(id, std::make_shared<KernelEntry>(std::move(e)));
   }
 
   std::unique_lock lock(mu_);

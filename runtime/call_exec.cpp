@@ -18,19 +18,6 @@ namespace {
 std::atomic<uint64_t> g_interrupt_generation{0};
 std::atomic<uint64_t> g_running_generation{0};
 
-template <class T>
-T load(std::string_view blob, size_t& at) {
-  if (blob.size() - at < sizeof(T)) {
-    throw Error(ErrorKind::InvalidArgument, "dj: argument list ends early at byte " +
-                                                std::to_string(at) + " of " +
-                                                std::to_string(blob.size()));
-  }
-  T v;
-  std::memcpy(&v, blob.data() + at, sizeof v);
-  at += sizeof v;
-  return v;
-}
-
 // Collects a kernel's result through the plugin ABI's sink.
 struct SinkState {
   std::string result;
@@ -60,45 +47,6 @@ CallOutcome failure(ErrorKind kind, std::string message, int pid, const std::str
 
 }  // namespace
 
-std::vector<ParsedArg> parse_args(const std::string& blob) {
-  return parse_args(blob.data(), blob.size());
-}
-
-std::vector<ParsedArg> parse_args(const char* data, size_t size) {
-  std::string_view blob(data, size);
-  size_t at = 0;
-  auto count = load<uint32_t>(blob, at);
-  if (count > blob.size()) {
-    throw Error(ErrorKind::InvalidArgument,
-                "dj: argument count " + std::to_string(count) + " exceeds the blob size");
-  }
-  std::vector<ParsedArg> args(count);
-  for (auto& a : args) {
-    auto tag = load<uint8_t>(blob, at);
-    if (tag == 0) {
-      auto len = load<uint64_t>(blob, at);
-      if (len > blob.size() - at) {
-        throw Error(ErrorKind::InvalidArgument, "dj: argument of " + std::to_string(len) +
-                                                    " bytes overruns the argument list");
-      }
-      a.offset = at;
-      a.size = static_cast<size_t>(len);
-      at += a.size;
-    } else if (tag == 1) {
-      a.is_ref = true;
-      a.owner = load<int32_t>(blob, at);
-      a.ref = load<uint64_t>(blob, at);
-    } else {
-      throw Error(ErrorKind::InvalidArgument, "dj: unknown argument tag " + std::to_string(tag));
-    }
-  }
-  if (at != blob.size()) {
-    throw Error(ErrorKind::InvalidArgument, "dj: " + std::to_string(blob.size() - at) +
-                                                " stray bytes after the arguments");
-  }
-  return args;
-}
-
 std::string not_loaded_message(const std::string& kernel, int pid) {
   return "kernel '" + kernel + "' is not loaded on worker " + std::to_string(pid) +
          " (load its plugin with everywhere)";
@@ -108,7 +56,15 @@ PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string arg
   PendingCall p{std::move(call), std::move(args), {}, nullptr, {},
                 g_interrupt_generation.load()};
   p.kernel = ctx.registry.find(p.call.kernel_id);
-  if (p.call.mode == wire::CallMode::kBatch) return p;  // Elements are parsed one by one.
+  if (p.call.mode == wire::CallMode::kBatch) {
+    // Elements are parsed one by one; a count the payload cannot hold is refused whole (else
+    // a corrupt count would make execute_batch write billions of error outcomes).
+    if (p.call.batch_count > p.args.size() / kMinBatchElementBytes) {
+      p.arrival_error = "batch of " + std::to_string(p.call.batch_count) +
+                        " elements in a payload of " + std::to_string(p.args.size()) + " bytes";
+    }
+    return p;
+  }
   try {
     p.parsed = parse_args(p.args);
   } catch (const Error& e) {
@@ -321,21 +277,16 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
   for (uint32_t i = 0; i < p.call.batch_count; ++i) {
     CallOutcome o;
     try {
-      auto len = load<uint64_t>(p.args, at);
-      if (len > p.args.size() - at) {
-        throw Error(ErrorKind::InvalidArgument, "dj: batch element overruns the payload");
-      }
+      std::string_view element = next_batch_element(p.args, at);
       if (is_interrupted()) {
         o = cancelled(ctx, p.call.kernel_name);
       } else {
-        const char* element = p.args.data() + at;
-        std::vector<ParsedArg> parsed = parse_args(element, static_cast<size_t>(len));
+        std::vector<ParsedArg> parsed = parse_args(element.data(), element.size());
         for (const auto& a : parsed) {
           if (a.is_ref) throw Error(ErrorKind::InvalidArgument, "dj: pmap elements cannot be Futures");
         }
-        o = run_parsed(ctx, p, parsed, element);
+        o = run_parsed(ctx, p, parsed, element.data());
       }
-      at += static_cast<size_t>(len);
     } catch (const Error& e) {
       o = failure(e.kind(), "on worker " + std::to_string(ctx.self_pid) + ": " + e.what(),
                   ctx.self_pid, p.call.kernel_name);
@@ -347,26 +298,6 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
     out += body;
   }
   return out;
-}
-
-std::vector<BatchSlot> index_batch_results(const std::string& payload, uint32_t count) {
-  std::vector<BatchSlot> slots(count);
-  size_t at = 0;
-  for (auto& slot : slots) {
-    auto tag = load<uint8_t>(payload, at);
-    auto len = load<uint64_t>(payload, at);
-    if (len > payload.size() - at || tag == 0) {
-      throw Error(ErrorKind::InvalidArgument, "dj: malformed batch result");
-    }
-    slot.ok = tag == 1;
-    if (!slot.ok) {
-      slot.kind = static_cast<ErrorKind>(std::min<int>(tag - 2, static_cast<int>(ErrorKind::Cancelled)));
-    }
-    slot.offset = at;
-    slot.size = static_cast<size_t>(len);
-    at += slot.size;
-  }
-  return slots;
 }
 
 }  // namespace dj::detail

@@ -1,10 +1,7 @@
 // Running one call on the process that received it: the argument encoding (values inline,
 // Futures as references), kernel lookup and signature check, and the kernel invocation. Shared
-// by dj-worker and the master's own executor (pid 1), so both behave identically.
-//
-// Argument blob: u32 count, then per argument a u8 tag:
-//   0 (value): u64 length, then the encoded value (dj/serialize.hpp)
-//   1 (ref):   i32 owner pid, u64 ref id
+// by dj-worker and the master's own executor (pid 1), so both behave identically. The blob
+// formats and their decoders are in arg_blob.hpp.
 #pragma once
 
 #include <cstdint>
@@ -13,26 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "arg_blob.hpp"
 #include "plugins/registry.hpp"
 #include "shm/segment.hpp"
 #include "value_store.hpp"
 #include "wire/codec.hpp"
 
 namespace dj::detail {
-
-struct ParsedArg {
-  bool is_ref = false;
-  // is_ref == false: where the value's bytes are, as an offset into the parsed blob (not a
-  // pointer: a PendingCall is moved after parsing, and a short blob lives inside its string).
-  size_t offset = 0;
-  size_t size = 0;
-  int32_t owner = 0;  // is_ref == true
-  uint64_t ref = 0;
-};
-
-// Throws: dj::Error(InvalidArgument) naming what is malformed.
-std::vector<ParsedArg> parse_args(const std::string& blob);
-std::vector<ParsedArg> parse_args(const char* data, size_t size);
 
 struct CallOutcome {
   bool ok = false;
@@ -75,17 +59,9 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& pending);
 
 // Runs a batch-mode call: the kernel on each of the call's argument lists, in order. Returns
 // the Result payload: per element u8 ok, u64 length, then the encoded value or the error text.
-// Once interrupted, the remaining elements fail with kind Cancelled. Never throws.
+// Once interrupted, the remaining elements fail with kind Cancelled. Never throws. Not for a
+// batch with an arrival_error (refused whole): execute_call reports that one.
 std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
-
-// Where each element's outcome lies in a batch Result payload (no copies). Throws
-// InvalidArgument if malformed.
-struct BatchSlot {
-  bool ok = false;
-  ErrorKind kind = ErrorKind::Internal;  // when !ok; the bytes are the error text
-  size_t offset = 0, size = 0;
-};
-std::vector<BatchSlot> index_batch_results(const std::string& payload, uint32_t count);
 
 // The text of the "kernel not loaded" error (the notebook's "What happened?" cell).
 std::string not_loaded_message(const std::string& kernel, int pid);

@@ -115,6 +115,10 @@ void Cluster::call_batch(int pid, const CallTarget& k, std::string payload, uint
     auto pending = std::make_shared<PendingCall>(
         accept_call(ctx_, make_call(k, wire::CallMode::kBatch, 0, 0, count), std::move(payload)));
     local_.submit([this, pending, reply] {
+      if (!pending->arrival_error.empty()) {  // refused whole: its count does not fit
+        reply->complete(wire::Result{0, false, execute_call(ctx_, *pending).error}, {});
+        return;
+      }
       std::string results = execute_batch(ctx_, *pending);
       reply->complete(wire::Result{0, true, {}}, std::move(results));
     });

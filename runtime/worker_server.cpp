@@ -1,7 +1,9 @@
 // dj-worker's server: authentication of peers, the leader/follower loop and control messages.
 #include "worker_server.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -18,6 +20,10 @@ namespace dj::detail {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kHandshakeDeadline = std::chrono::milliseconds(2000);
+// A Hello is a few dozen bytes; a peer whose first frame is larger is not a dj master.
+constexpr uint32_t kMaxHelloHeaderBytes = 1024;
+constexpr size_t kDropLogBurst = 10;
+constexpr auto kDropLogWindow = std::chrono::seconds(10);
 
 struct WorkerServer::FetchSlot {
   std::mutex mu;
@@ -39,6 +45,7 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
   if (!takeover_fd_) throw_errno("eventfd", "worker");
   set_nonblocking(listener_.get(), true);
   set_nonblocking(local_listener_.get(), true);
+  spare_fd_ = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   set_master_requester([this](wire::ChannelOp op, std::string item) {
     return channel_request(std::move(op), std::move(item));
   });
@@ -93,27 +100,99 @@ bool WorkerServer::check_hello(const wire::Frame& frame, std::string& why) const
 }
 
 void WorkerServer::drop_peer(size_t index, const std::string& why) {
-  log_line("dropped connection from " + peer_address(peers_[index].fd.get()) + ": " + why);
+  log_drop("dropped connection from " + peer_address(peers_[index].fd.get()) + ": " + why);
   peers_.erase(peers_.begin() + static_cast<long>(index));
+}
+
+void WorkerServer::log_drop(const std::string& line) {
+  flush_drop_log(false);
+  if (drops_logged_ < kDropLogBurst) {
+    ++drops_logged_;
+    log_line(line);
+  } else {
+    ++drops_unlogged_;
+  }
+}
+
+void WorkerServer::flush_drop_log(bool force) {
+  auto now = Clock::now();
+  if (!force && now - drop_window_start_ < kDropLogWindow) return;
+  if (drops_unlogged_ > 0) {
+    log_line("dropped " + std::to_string(drops_unlogged_) + " more connections in " +
+             std::to_string(kDropLogWindow.count()) + " s (at most " +
+             std::to_string(kDropLogBurst) + " are logged one by one)");
+  }
+  drop_window_start_ = now;
+  drops_logged_ = drops_unlogged_ = 0;
+}
+
+void WorkerServer::shed_connection(int listen_fd) {
+  spare_fd_ = Fd();
+  Fd shed(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
+  if (shed) log_drop("dropped connection from " + peer_address(shed.get()) +
+                     ": out of file descriptors");
+  shed = Fd();
+  spare_fd_ = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
 }
 
 void WorkerServer::handle_new_peers(int listen_fd) {
   for (;;) {
-    Fd fd = accept_tcp(listen_fd);
+    Fd fd;
+    try {
+      fd = accept_tcp(listen_fd);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::ResourceExhausted) {
+        log_drop(std::string("accept failed: ") + e.what());
+        return;
+      }
+      // Out of descriptors: the oldest waiting peer goes first, else the connection itself.
+      if (!peers_.empty()) drop_peer(0, "out of file descriptors");
+      else shed_connection(listen_fd);
+      continue;
+    }
     if (!fd) return;
-    set_receive_timeout(fd.get(), std::chrono::milliseconds(500));
-    peers_.push_back({std::move(fd), Clock::now() + kHandshakeDeadline});
+    set_nonblocking(fd.get(), true);
+    if (peers_.size() >= kMaxPendingPeers) {
+      drop_peer(0, "too many connections waiting to say Hello (" +
+                       std::to_string(kMaxPendingPeers) + ")");
+    }
+    peers_.push_back({std::move(fd), Clock::now() + kHandshakeDeadline, {}});
   }
 }
 
 void WorkerServer::handle_pending_peer(size_t index) {
-  int fd = peers_[index].fd.get();
+  PendingPeer& peer = peers_[index];
+  int fd = peer.fd.get();
   std::string why;
   try {
-    auto frame = wire::read_frame(fd, 0);
-    if (!frame) return drop_peer(index, "closed before saying Hello");
-    if (!check_hello(*frame, why)) return drop_peer(index, why);
-    const auto& hello = std::get<wire::Hello>(frame->message);
+    // Read no further than the Hello frame: what follows it is the master's, for the reader.
+    size_t want = wire::kFramePrefixBytes;
+    if (peer.in.size() >= wire::kFramePrefixBytes) {
+      unsigned char prefix[wire::kFramePrefixBytes];
+      std::memcpy(prefix, peer.in.data(), sizeof prefix);
+      wire::FramePrefix p = wire::parse_prefix(prefix, 0);  // a Hello carries no payload
+      if (p.header_bytes > kMaxHelloHeaderBytes) {
+        return drop_peer(index, "first frame of " + std::to_string(p.header_bytes) +
+                                    " bytes is too large for a Hello");
+      }
+      want += p.header_bytes;
+    }
+    size_t have = peer.in.size();
+    if (have < want) {
+      peer.in.resize(want);
+      ssize_t r = ::read(fd, peer.in.data() + have, want - have);
+      peer.in.resize(have + static_cast<size_t>(std::max<ssize_t>(r, 0)));
+      if (r == 0) return drop_peer(index, "closed before saying Hello");
+      if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        return drop_peer(index, std::string("read failed: ") + std::strerror(errno));
+      }
+      if (peer.in.size() < want || want == wire::kFramePrefixBytes) return;  // more to come
+    }
+    wire::Frame frame{wire::decode(peer.in.data() + wire::kFramePrefixBytes,
+                                   peer.in.size() - wire::kFramePrefixBytes), {}};
+    if (!check_hello(frame, why)) return drop_peer(index, why);
+    const auto& hello = std::get<wire::Hello>(frame.message);
     if (master_) accept_worker_peer(index, hello);
     else accept_master(index, hello);
   } catch (const Error& e) {
@@ -127,7 +206,7 @@ void WorkerServer::accept_master(size_t index, const wire::Hello& hello) {
   peer_links_.set_self(hello.pid);
   master_ = std::move(peers_[index].fd);
   peers_.erase(peers_.begin() + static_cast<long>(index));
-  set_receive_timeout(master_.get(), std::chrono::milliseconds(0));
+  set_nonblocking(master_.get(), false);
   reader_.emplace(master_.get());
   send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(), host_identity()});
 }
@@ -135,7 +214,7 @@ void WorkerServer::accept_master(size_t index, const wire::Hello& hello) {
 void WorkerServer::accept_worker_peer(size_t index, const wire::Hello& hello) {
   Fd fd = std::move(peers_[index].fd);
   peers_.erase(peers_.begin() + static_cast<long>(index));
-  set_receive_timeout(fd.get(), std::chrono::milliseconds(0));
+  set_nonblocking(fd.get(), false);
   wire::write_frame(fd.get(), wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()),
                                             host_name(), host_identity()});
   serve_peer(std::move(fd), hello.sender_pid, store_);
@@ -150,6 +229,12 @@ void WorkerServer::accept_step(int timeout_ms) {
   auto now = Clock::now();
   for (auto& p : peers_) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
+    int bound = static_cast<int>(std::max<long>(left, 0));
+    timeout_ms = timeout_ms < 0 ? bound : std::min(timeout_ms, bound);
+  }
+  if (drops_unlogged_ > 0) {  // wake up to report them when their window ends
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    drop_window_start_ + kDropLogWindow - now).count();
     int bound = static_cast<int>(std::max<long>(left, 0));
     timeout_ms = timeout_ms < 0 ? bound : std::min(timeout_ms, bound);
   }
@@ -171,6 +256,7 @@ void WorkerServer::accept_step(int timeout_ms) {
   }
   if (fds[1].revents & POLLIN) handle_new_peers(listener_.get());
   if (fds[2].revents & POLLIN) handle_new_peers(local_listener_.get());
+  flush_drop_log(false);
 }
 
 void WorkerServer::send(const wire::Message& message, const std::string& payload) {
@@ -281,7 +367,8 @@ void WorkerServer::serve() {
 void WorkerServer::run_calls(PendingCall first) {
   PendingCall current = std::move(first);
   for (;;) {
-    if (current.call.mode == wire::CallMode::kBatch) {
+    // A batch refused at arrival (its count does not fit its payload) is answered by reply().
+    if (current.call.mode == wire::CallMode::kBatch && current.arrival_error.empty()) {
       send(wire::Result{current.call.request_id, true, {}}, execute_batch(ctx_, current));
     } else {
       reply(current, execute_call(ctx_, current));

@@ -50,10 +50,17 @@ class WorkerServer {
 
  private:
   struct FetchSlot;
+  // A connection that has not yet presented a Hello. Its socket is non-blocking and its bytes
+  // collect in `in` (at most one small frame), so a slow or silent peer never stalls the
+  // acceptor, and each costs a few hundred bytes at most.
   struct PendingPeer {
     Fd fd;
     std::chrono::steady_clock::time_point deadline;
+    std::string in;
   };
+  // At most this many connections wait to say Hello; a newer one evicts the oldest (the
+  // master says Hello at once, so a flood of silent peers cannot keep it out for long).
+  static constexpr size_t kMaxPendingPeers = 64;
 
   // Acceptor thread.
   void accept_step(int timeout_ms);
@@ -62,6 +69,13 @@ class WorkerServer {
   void drop_peer(size_t index, const std::string& why);
   void accept_master(size_t index, const wire::Hello& hello);
   void accept_worker_peer(size_t index, const wire::Hello& hello);
+  // Logs a dropped connection: one line each, at most kDropLogBurst per kDropLogWindow, then a
+  // count of the rest, so a flood of connections cannot flood the master's output.
+  void log_drop(const std::string& line);
+  void flush_drop_log(bool force);
+  // accept() failed for want of descriptors: frees the spare one to accept and close the
+  // connection at the head of the backlog (else poll reports it forever).
+  void shed_connection(int listen_fd);
   bool check_hello(const wire::Frame& frame, std::string& why) const;
 
   // Serve threads.
@@ -88,7 +102,10 @@ class WorkerServer {
   Fd local_listener_;
   Fd master_;
   std::optional<wire::FrameReader> reader_;  // used only by the thread holding reader_mu_
-  std::vector<PendingPeer> peers_;           // acceptor thread only
+  std::vector<PendingPeer> peers_;           // acceptor thread only, oldest first
+  Fd spare_fd_;                              // acceptor: /dev/null, given up on EMFILE
+  std::chrono::steady_clock::time_point drop_window_start_{};  // acceptor only
+  size_t drops_logged_ = 0, drops_unlogged_ = 0;              // acceptor only
 
   KernelRegistry registry_;
   ValueStore store_;

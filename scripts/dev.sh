@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The README's two commands: `scripts/dev.sh demo` and `scripts/dev.sh test`.
-# Both install what is missing on a fresh Debian 12 machine (as root), build dj, install it
+# The README's commands: `scripts/dev.sh demo`, `scripts/dev.sh test` and `scripts/dev.sh fuzz`.
+# Each installs what is missing on a fresh Debian 12 machine (as root), build dj, install it
 # (dj-run, dj-worker, libdj, headers, CMake package) under $DJ_PREFIX (default /usr/local),
 # then run the notebook demo on 4 local workers, or the whole test suite (plain build and an
-# AddressSanitizer + UndefinedBehaviorSanitizer build).
+# AddressSanitizer + UndefinedBehaviorSanitizer build, and the bounded fuzz step); `fuzz` runs
+# the fuzz step alone.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,7 +13,8 @@ prefix=${DJ_PREFIX:-/usr/local}
 jobs=${DJ_JOBS:-$(nproc)}
 
 packages=(build-essential cmake pkg-config libboost-dev libboost-filesystem-dev capnproto
-          libcapnp-dev libssh-dev libssl-dev catch2 procps liblapacke-dev)
+          libcapnp-dev libssh-dev libssl-dev catch2 procps liblapacke-dev
+          clang libclang-rt-14-dev)  # clang + libFuzzer: the fuzz step
 
 install_packages() {
   local missing=()
@@ -60,6 +62,35 @@ stop_test_clusters() {
   "$shared_scripts/slurm-local-down" >/dev/null || echo "dev.sh: slurm-local-down reported leftovers" >&2
 }
 
+# The fuzz step: every decoder's libFuzzer target (tests/fuzz), built with clang under
+# ASan+UBSan, first replays its committed seeds and regression inputs (each must pass), then
+# runs a fixed number of new inputs (1.05 million in all; about a minute on 2 cores).
+# New corpus entries go to a temporary directory, never into the checkout.
+fuzz_runs=(frame_reader:250000 message_decode:300000 call_args:200000 plugin_image:300000)
+run_fuzzers() {
+  local dir=${DJ_FUZZ_BUILD_DIR:-$build-fuzz} work total=0
+  CC=clang CXX=clang++ cmake -S "$here" -B "$dir" -DDJ_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$dir" -j "$jobs" --target fuzzers
+  work=$(mktemp -d)
+  for spec in "${fuzz_runs[@]}"; do
+    local target=${spec%%:*} runs=${spec#*:} inputs=("$here/tests/fuzz/seeds/${spec%%:*}")
+    [ -d "$here/tests/fuzz/regressions/$target" ] && inputs+=("$here/tests/fuzz/regressions/$target")
+    mkdir -p "$work/$target"
+    if ! "$dir/bin/fuzz_$target" -runs="$runs" -timeout=10 -artifact_prefix="$work/$target-" \
+         "$work/$target" "${inputs[@]}" >"$work/$target.log" 2>&1; then
+      tail -n 40 "$work/$target.log" >&2
+      echo "dev.sh: fuzz_$target failed; the input is in $work (add it to tests/fuzz/regressions/$target once fixed)" >&2
+      exit 1
+    fi
+    local done_runs
+    done_runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 executions in \2 s/p' "$work/$target.log")
+    echo "fuzz_$target: $done_runs, no crash (${#inputs[@]} committed input dirs replayed)"
+    total=$((total + ${done_runs%% *}))
+  done
+  echo "== fuzzing: $total executions in all, no crash"
+  rm -rf "$work"
+}
+
 install_dj() {
   cmake --install "$build" >/dev/null
   ldconfig 2>/dev/null || true
@@ -83,6 +114,8 @@ case "$cmd" in
     start_test_clusters  # used by both test builds below
     echo "== test suite (plain build)"
     ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 300
+    echo "== fuzzing the decoders (libFuzzer, ASan+UBSan)"
+    run_fuzzers
     if [ "${DJ_SKIP_SANITIZE:-0}" != 1 ]; then
       echo "== test suite (AddressSanitizer + UndefinedBehaviorSanitizer build)"
       configure_and_build "$build-asan" -DDJ_SANITIZE=ON
@@ -90,8 +123,13 @@ case "$cmd" in
         ctest --test-dir "$build-asan" --output-on-failure -j "$jobs" --timeout 600
     fi
     ;;
+  fuzz)
+    install_packages
+    echo "== fuzzing the decoders (libFuzzer, ASan+UBSan)"
+    run_fuzzers
+    ;;
   *)
-    echo "usage: scripts/dev.sh demo|test" >&2
+    echo "usage: scripts/dev.sh demo|test|fuzz" >&2
     exit 2
     ;;
 esac

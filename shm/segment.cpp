@@ -33,6 +33,11 @@ std::string gib(size_t bytes) {
   if (err == ENOENT) {
     throw Error(ErrorKind::NotFound, std::string(call) + "(" + name + "): no such segment");
   }
+  if (err == EEXIST) {  // Planted by someone else: never reused (it would not be ours alone).
+    throw Error(ErrorKind::ResourceExhausted,
+                std::string(call) + "(" + name + "): a segment or file of that name already " +
+                    "exists (not created by this master); refused rather than reused");
+  }
   if (err == ENOSPC || err == ENOMEM) {
     throw Error(ErrorKind::ResourceExhausted,
                 std::string(call) + "(" + name + "): " + std::strerror(err));

@@ -124,3 +124,39 @@ TEST_CASE("a connection closed in the middle of a frame is reported as Disconnec
   }
   ::close(sv[1]);
 }
+
+namespace {
+// The most memory this process has ever had resident (/proc/self/status VmHWM), in bytes.
+uint64_t peak_rss_bytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  char line[256];
+  uint64_t kb = 0;
+  while (f && std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "VmHWM: %lu kB", &kb) == 1) break;
+  }
+  if (f) std::fclose(f);
+  return kb * 1024;
+}
+}  // namespace
+
+TEST_CASE("a frame announcing 4 GiB that never comes costs the reader little memory", "[wire][errors]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  std::string header = encode(Result{1, true, {}});
+  unsigned char prefix[kFramePrefixBytes] = {};
+  uint32_t magic = kFrameMagic, header_bytes = static_cast<uint32_t>(header.size());
+  uint64_t payload = uint64_t{4} << 30;
+  std::memcpy(prefix, &magic, 4);
+  std::memcpy(prefix + 4, &header_bytes, 4);
+  std::memcpy(prefix + 8, &payload, 8);
+  REQUIRE(::write(sv[0], prefix, sizeof prefix) == sizeof prefix);
+  REQUIRE(::write(sv[0], header.data(), header.size()) == static_cast<ssize_t>(header.size()));
+  REQUIRE(::write(sv[0], "some", 4) == 4);  // 4 of the 4 GiB, then the peer goes away
+  ::close(sv[0]);
+  uint64_t before = peak_rss_bytes();
+  FrameReader reader(sv[1]);
+  CHECK_THROWS_AS(reader.next(), Error);
+  // Zero-filling the announced payload would have committed 4 GiB.
+  CHECK(peak_rss_bytes() - before < (uint64_t{256} << 20));
+  ::close(sv[1]);
+}

@@ -31,6 +31,35 @@ Error disconnected_mid_frame(int fd, const char* part) {
                    part);
 }
 
+// Reads the rest of a `total`-byte payload into `out` (which holds its first bytes). Memory
+// follows the bytes that actually arrive: at most 64 MiB of address space is set aside up
+// front and filled 4 MiB at a time, then the buffer grows fourfold as it fills. So a peer that
+// announces 4 GiB and sends nothing costs little, and a large payload is copied at most a
+// third of its size extra while the buffer grows.
+// Throws: ResourceExhausted if memory runs out, Disconnected on EOF.
+void read_payload(int fd, std::string& out, uint64_t total) {
+  constexpr uint64_t kFirstReserve = uint64_t{64} << 20;
+  constexpr uint64_t kFillStep = uint64_t{4} << 20;
+  try {
+    while (out.size() < total) {
+      if (out.capacity() == out.size()) {
+        out.reserve(static_cast<size_t>(
+            std::min(total, std::max<uint64_t>(kFirstReserve, uint64_t{4} * out.size()))));
+      }
+      size_t at = out.size();
+      // Filled a few MiB at a time: resize() writes zeros, which commits the pages.
+      size_t step = static_cast<size_t>(
+          std::min<uint64_t>(std::min<uint64_t>(total, out.capacity()) - at, kFillStep));
+      out.resize(at + step);
+      size_t got = detail::read_full(fd, out.data() + at, step);
+      if (got != step) throw disconnected_mid_frame(fd, "payload");
+    }
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorKind::ResourceExhausted,
+                "dj wire: cannot allocate " + std::to_string(total) + " bytes for a frame payload");
+  }
+}
+
 }  // namespace
 
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
@@ -128,18 +157,7 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
     throw disconnected_mid_frame(fd, "message header");
   }
   Frame frame{decode(header), {}};
-  if (p.payload_bytes) {
-    try {
-      frame.payload.resize(p.payload_bytes);
-    } catch (const std::bad_alloc&) {
-      throw Error(ErrorKind::ResourceExhausted,
-                  "dj wire: cannot allocate " + std::to_string(p.payload_bytes) +
-                      " bytes for a frame payload");
-    }
-    if (detail::read_full(fd, frame.payload.data(), p.payload_bytes) != p.payload_bytes) {
-      throw disconnected_mid_frame(fd, "payload");
-    }
-  }
+  if (p.payload_bytes) read_payload(fd, frame.payload, p.payload_bytes);
   return frame;
 }
 
@@ -202,19 +220,9 @@ std::optional<Frame> FrameReader::next() {
     start_ += taken;
     return frame;
   }
-  try {
-    frame.payload.resize(p.payload_bytes);
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorKind::ResourceExhausted, "dj wire: cannot allocate " +
-                                                  std::to_string(p.payload_bytes) +
-                                                  " bytes for a frame payload");
-  }
-  std::memcpy(frame.payload.data(), buf_.get() + start_, taken);
+  frame.payload.assign(buf_.get() + start_, taken);
   start_ += taken;
-  size_t rest = p.payload_bytes - taken;
-  if (detail::read_full(fd_, frame.payload.data() + taken, rest) != rest) {
-    throw disconnected_mid_frame(fd_, "payload");
-  }
+  read_payload(fd_, frame.payload, p.payload_bytes);
   return frame;
 }
 
