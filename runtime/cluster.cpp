@@ -374,10 +374,17 @@ void Cluster::send_peers(const std::vector<std::shared_ptr<WorkerLink>>& added) 
   for (auto& link : added) {
     if (link->direct) newcomers.entries.push_back(link->peer);
   }
+  // In messages of at most kMaxPeersPerMessage entries.
+  auto send_all = [](WorkerLink& link, const wire::Peers& peers) {
+    for (size_t at = 0; at < peers.entries.size(); at += wire::kMaxPeersPerMessage) {
+      size_t end = std::min(peers.entries.size(), at + wire::kMaxPeersPerMessage);
+      link.send(wire::Peers{{peers.entries.begin() + static_cast<long>(at),
+                             peers.entries.begin() + static_cast<long>(end)}});
+    }
+  };
   for (auto& link : all) {
     bool is_new = std::find(added.begin(), added.end(), link) != added.end();
-    if (is_new) link->send(everyone);
-    else if (!newcomers.entries.empty()) link->send(newcomers);
+    send_all(*link, is_new ? everyone : newcomers);
   }
 }
 

@@ -47,6 +47,8 @@ TEST_CASE("distribute splits evenly over the workers like Julia and collect give
   CHECK(d.localindices(4) == std::vector<IndexRange>{{6, 8}});
   CHECK(d.localindices(5) == std::vector<IndexRange>{{8, 10}});
   CHECK(d.localindices(1).empty());
+  CHECK(procs(d) == d.procs());
+  CHECK(localindices(d, 3) == d.localindices(3));
   CHECK(d.collect() == data);
   // Fewer elements than workers: Julia's defaultdist uses fewer chunks (3 = 2 + 1 here).
   DArray<double> small = distribute(iota(3));

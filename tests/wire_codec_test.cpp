@@ -55,6 +55,24 @@ TEST_CASE("every message type survives encode and decode", "[wire]") {
   CHECK_FALSE(mapped.ok);
   CHECK(mapped.error.kind == ErrorKind::NotFound);
   CHECK(mapped.error.message == "no segment");
+
+  Call chunk{0, 11, 0, "(built-in)", "(f64)", CallMode::kStore, 0, ChunkOp::kSlice};
+  CHECK(std::get<Call>(decode(encode(chunk))).chunk_op == ChunkOp::kSlice);
+  Peers peers{{{2, "127.0.0.1:4000", "dj-worker-7-1", "boot/1"}, {3, "10.0.0.2:5000", "", "b"}}};
+  auto p = std::get<Peers>(decode(encode(peers)));
+  REQUIRE(p.entries.size() == 2);
+  CHECK(p.entries[0].pid == 2);
+  CHECK(p.entries[0].address == "127.0.0.1:4000");
+  CHECK(p.entries[0].unix_name == "dj-worker-7-1");
+  CHECK(p.entries[1].host_identity == "b");
+}
+
+TEST_CASE("a Peers message listing more workers than one message may is refused", "[wire][errors]") {
+  Peers many;
+  many.entries.resize(kMaxPeersPerMessage + 1, Peer{2, "127.0.0.1:1", "", ""});
+  REQUIRE_THROWS_WITH(decode(encode(many)), Catch::Contains("more than 1024"));
+  many.entries.pop_back();
+  CHECK(std::get<Peers>(decode(encode(many))).entries.size() == kMaxPeersPerMessage);
 }
 
 TEST_CASE("decoding random or truncated bytes throws InvalidArgument, never crashes", "[wire][errors]") {

@@ -276,7 +276,14 @@ Message parse(s::Message::Reader m) {
     case s::Message::STORE_VALUE: return StoreValue{m.getStoreValue().getRefId()};
     case s::Message::PEERS: {
       Peers out;
-      for (auto e : m.getPeers().getEntries()) {
+      auto entries = m.getPeers().getEntries();
+      if (entries.size() > kMaxPeersPerMessage) {
+        throw Error(ErrorKind::InvalidArgument,
+                    "dj wire: Peers lists " + std::to_string(entries.size()) +
+                        " workers, more than " + std::to_string(kMaxPeersPerMessage));
+      }
+      out.entries.reserve(entries.size());
+      for (auto e : entries) {
         out.entries.push_back(Peer{e.getPid(), str(e.getAddress()), str(e.getUnixName()),
                                    str(e.getHostIdentity())});
       }

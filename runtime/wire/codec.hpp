@@ -14,6 +14,9 @@ namespace dj::wire {
 inline constexpr uint32_t kProtocolVersion = 1;
 // Results up to this size ride along with CallDone, so fetching them costs no round trip.
 inline constexpr size_t kInlineResultBytes = 512;
+// Workers listed in one Peers message (larger clusters send several): bounds what a decoder
+// builds from one message.
+inline constexpr size_t kMaxPeersPerMessage = 1024;
 
 struct RemoteError {
   ErrorKind kind = ErrorKind::Internal;

@@ -223,7 +223,7 @@ struct Peers {
   # {cookie, pid: the peer's pid, senderPid: its own}; over that connection it sends Fetch and
   # ChannelOp requests and the peer answers with Result. Peers missing from the list (tunnelled
   # workers) are reached through the master.
-  entries @0 :List(Peer);
+  entries @0 :List(Peer);  # At most 1024 per message (kMaxPeersPerMessage); more: several.
 }
 
 struct Message {

@@ -222,6 +222,12 @@ class DArray {
   std::shared_ptr<detail::DArrayState<T>> state_;
 };
 
+// Julia's procs(D) and localindices(D) as seen from pid.
+template <class T>
+const std::vector<int>& procs(const DArray<T>& d) { return d.procs(); }
+template <class T>
+std::vector<IndexRange> localindices(const DArray<T>& d, int pid) { return d.localindices(pid); }
+
 namespace detail {
 // Starts `make(k)` (a store-mode call returning the chunk's Future) for every chunk, then waits
 // for all of them; the first failure is rethrown naming its chunk.
