@@ -42,24 +42,39 @@ TEST_CASE("a SharedArray larger than a small /dev/shm is ResourceExhausted namin
   CHECK(test::children_named("dj-worker").empty());
 }
 
+namespace {
+
+// Runs `test_master ARGS` with at most `fds` descriptors, in a pid namespace of its own beside
+// a sentinel process: a master that signalled every process it could (kill(-1), as a failed
+// Boost.Process launch once did) would kill the sentinel and nothing outside.
+test::RunResult master_with_fd_limit(int fds, const std::string& args) {
+  return test::run_command(
+      "unshare --pid --fork --mount-proc sh -c 'sleep 60 & sentinel=$!; prlimit --nofile=" +
+      std::to_string(fds) + ":" + std::to_string(fds) + " \"$0\" " + args +
+      "; kill -0 $sentinel && echo sentinel alive; kill $sentinel' " +
+      test::program("test_master"));
+}
+
+}  // namespace
+
 TEST_CASE("addprocs beyond a low RLIMIT_NOFILE fails naming the limit, starts nothing, and the "
           "master goes on", "[limits][fds]") {
   // 40 descriptors: the master's own plus a few workers' sockets and pipes, not 32 workers'.
-  auto r = test::run_command("prlimit --nofile=40:40 " + test::program("test_master") +
-                             " addprocs-try 32");
+  auto r = master_with_fd_limit(40, "addprocs-try 32");
   INFO(r.output);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.output, Contains("addprocs threw ResourceExhausted"));
-  CHECK_THAT(r.output, Contains("RLIMIT_NOFILE") && Contains("40"));
+  CHECK_THAT(r.output, Contains("RLIMIT_NOFILE, is 40"));
   CHECK_THAT(r.output, Contains("1 workers answer: yes"));
+  CHECK_THAT(r.output, Contains("sentinel alive"));
 }
 
 TEST_CASE("addprocs within a low RLIMIT_NOFILE works", "[limits][fds]") {
-  auto r = test::run_command("prlimit --nofile=40:40 " + test::program("test_master") +
-                             " addprocs-try 2");
+  auto r = master_with_fd_limit(40, "addprocs-try 2");
   INFO(r.output);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.output, Contains("added 2 workers") && Contains("2 workers answer: yes"));
+  CHECK_THAT(r.output, Contains("sentinel alive"));
 }
 
 TEST_CASE("a kernel allocating past its worker's RLIMIT_AS fails naming the limit and the "
