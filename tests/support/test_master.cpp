@@ -13,13 +13,17 @@
 //                                print how it went, then show a small one still works
 //   test_master addprocs-try N   try addprocs(N), print how it went, then show the workers
 //                                (or one more) answer
-//   test_master heavy PLUGIN N   add N local workers (dj-run adds SSH and SLURM ones), map a
-//                                SharedArray on them, start long kernels on every worker,
-//                                print the segment and the workers' OS pids, wait to be killed
+//   test_master heavy PLUGIN N HOSTS S
+//                                add N local workers, workers on the comma-separated SSH HOSTS
+//                                ("-": none; $DJ_SSH_CONFIG) and S SLURM workers, all with
+//                                $DJ_TEST_TAG in their environment; map a SharedArray, start
+//                                long kernels on every worker, print the segment and the
+//                                workers' OS pids, then wait to be killed
 #include <dj/dj.hpp>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -68,8 +72,26 @@ int addprocs_try(int n) {
   return 0;
 }
 
-int heavy(const char* plugin, int n) {
+int heavy(const char* plugin, int n, const std::string& hosts, int slurm) {
+  const char* tag = std::getenv("DJ_TEST_TAG");
   if (n > 0) dj::addprocs(n);
+  if (hosts != "-") {
+    dj::SshOptions o;
+    if (const char* config = std::getenv("DJ_SSH_CONFIG")) o.ssh_config = config;
+    if (tag) o.env = {{"DJ_TEST_TAG", tag}};
+    std::vector<dj::Machine> machines;
+    for (size_t at = 0; at <= hosts.size();) {
+      size_t comma = std::min(hosts.find(',', at), hosts.size());
+      machines.emplace_back(hosts.substr(at, comma - at));
+      at = comma + 1;
+    }
+    dj::addprocs(machines, o);
+  }
+  if (slurm > 0) {
+    dj::SlurmOptions o;  // srun passes the environment (DJ_TEST_TAG) to the tasks
+    o.job_name = std::string("dj-death-") + (tag ? tag : "untagged");
+    dj::addprocs_slurm(slurm, o);
+  }
   auto spin = dj::everywhere(plugin).kernel<int64_t(int64_t)>("spin_ms");
   dj::SharedArray<double> s({1 << 16});
   for (int pid : dj::workers()) dj::remote_do(spin, pid, int64_t{60000});
@@ -106,7 +128,10 @@ int main(int argc, char** argv) {
   }
   if (mode == "shared-big") return shared_big(n, std::atoll(argv[3]));
   if (mode == "addprocs-try") return addprocs_try(n);
-  if (mode == "heavy") return heavy(argv[2], argc > 3 ? std::atoi(argv[3]) : 0);
+  if (mode == "heavy") {
+    return heavy(argv[2], argc > 3 ? std::atoi(argv[3]) : 0, argc > 4 ? argv[4] : "-",
+                 argc > 5 ? std::atoi(argv[5]) : 0);
+  }
   if (mode == "exit") {
     dj::workers();
     return n;
