@@ -43,6 +43,17 @@ Heavy start_heavy(const std::string& tag, int local, const std::string& hosts, i
   return h;
 }
 
+// SIGKILLs the master at the end of the scope if a failed REQUIRE left it running.
+struct KillOnExit {
+  pid_t pid;
+  ~KillOnExit() {
+    if (::waitpid(pid, nullptr, WNOHANG) == 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
 bool all_dead(const std::vector<pid_t>& pids) {
   for (pid_t p : pids) {
     if (test::process_alive(p)) return false;
@@ -60,6 +71,7 @@ TEST_CASE("a master SIGKILLed during heavy work on local workers leaves no worke
           "within 2 s", "[faults][master_death]") {
   std::string tag = test::new_tag();
   Heavy h = start_heavy(tag, 4, "-", 0);
+  KillOnExit guard{h.master};
   REQUIRE(h.os_pids.size() == 4);
   REQUIRE(test::processes_tagged(tag).size() == 5);  // the master and its 4 workers
   REQUIRE(::kill(h.master, SIGKILL) == 0);
@@ -76,6 +88,7 @@ TEST_CASE("a master SIGKILLed during heavy work on local, SSH and SLURM workers 
   test::required_env("SLURM_CONF", "slurm-local-up");
   std::string tag = test::new_tag();
   Heavy h = start_heavy(tag, 2, "dj-host1,2*dj-host2", 2);
+  KillOnExit guard{h.master};
   REQUIRE(h.os_pids.size() == 7);
   std::vector<pid_t> tagged = test::processes_tagged(tag);
   REQUIRE(tagged.size() >= 8);  // the master, 7 workers (and SLURM's task wrapper shells)
