@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
     for (auto& f : held) dj::wait(f);
     double secs = seconds_since(t0);
     double bytes = static_cast<double>(rss_bytes() - before) / static_cast<double>(n);
-    uint64_t remote = dj::worker_stats(two[0]).stored_values + dj::worker_stats(two[1]).stored_values;
+    uint64_t remote =
+        dj::worker_stats(two[0]).stored_values + dj::worker_stats(two[1]).stored_values;
     held = {};
     result("futures held", "bare shared_ptr<int64_t> (floor)", "bytes per handle", floor_bytes,
            "B");
@@ -107,7 +108,8 @@ int main(int argc, char** argv) {
     result("futures held", "dj remotecall Futures, 2 workers", "values held on workers",
            static_cast<double>(remote), "values");
     result("futures held", "dj remotecall Futures, 2 workers", "bytes per future", bytes, "B");
-    result("futures held", "dj remotecall Futures, 2 workers", "dj/floor", bytes / floor_bytes, "x");
+    result("futures held", "dj remotecall Futures, 2 workers", "dj/floor", bytes / floor_bytes,
+           "x");
     result("futures held", "dj remotecall Futures, 2 workers", "issue+wait rate",
            static_cast<double>(n) / secs, "futures/s");
     dj::rmprocs(dj::workers());

@@ -62,7 +62,8 @@ bool all_dead(const std::vector<pid_t>& pids) {
 }
 
 bool segment_gone(const Heavy& h) {
-  return test::shm_entries_of(h.master).empty() && ::access(("/dev/shm" + h.segment).c_str(), F_OK) != 0;
+  return test::shm_entries_of(h.master).empty() &&
+         ::access(("/dev/shm" + h.segment).c_str(), F_OK) != 0;
 }
 
 }  // namespace
