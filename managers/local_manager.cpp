@@ -82,7 +82,7 @@ class LocalWorker : public LaunchedWorker {
   }
 
   void kill() noexcept override {
-    if (reaped_) return;
+    if (reaped_ || os_pid_ <= 0) return;  // never kill(0) or kill(-1): a group or everything
     ::kill(static_cast<pid_t>(os_pid_), SIGKILL);
     wait_for(std::chrono::milliseconds(5000));
   }
@@ -141,7 +141,18 @@ std::vector<std::unique_ptr<LaunchedWorker>> LocalManager::launch(int count) {
       bp::child child(bp::exe = exename_, bp::args = std::vector<std::string>{},
                       bp::posix::fd.bind(0, in.read), bp::posix::fd.bind(1, stdout_pipe.write),
                       bp::posix::fd.bind(2, stderr_pipe.write), ec);
-      if (ec) throw Error(ErrorKind::NotFound, "cannot start " + exename_ + ": " + ec.message());
+      int launch_errno = errno;  // Boost does not always copy a pre-fork failure into ec
+      if (ec || child.id() <= 0) {
+        // Boost.Process 1.74 returns a default child (pid -1, still attached) when it fails
+        // before or at fork (pipe or fcntl: EMFILE; fork: EAGAIN). Its destructor would then
+        // waitpid(-1) and, with any other child running, kill(-1, SIGKILL): every process this
+        // user may signal. Detached, it does nothing.
+        child.detach();
+        if (child.id() <= 0) {
+          detail::throw_errno("starting a worker", exename_, ec ? ec.value() : launch_errno);
+        }
+        throw Error(ErrorKind::NotFound, "cannot start " + exename_ + ": " + ec.message());
+      }
       detail::close_quietly(in.read);
       detail::close_quietly(stdout_pipe.write);
       detail::close_quietly(stderr_pipe.write);

@@ -96,6 +96,7 @@ SshSession::SshSession(const SshLaunchPlan& plan) : name_(plan.machine.host) {
                   name_ + ": cannot connect to " + target_ + " within " +
                       std::to_string(o.connect_timeout.count()) + " ms: " + error_text());
     }
+    detail::detect_dead_peer(ssh_get_fd(session_));  // a host whose network vanished
     local_address_ = detail::local_address(ssh_get_fd(session_));
     local_address_ = local_address_.substr(0, local_address_.rfind(':'));
     verify_host_key(plan);

@@ -1,6 +1,8 @@
 // Argument decoding, signature checks and kernel invocation for one call.
 #include "call_exec.hpp"
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <cstring>
 #include <string_view>
@@ -37,6 +39,18 @@ void sink_fail(void* ctx, const char* message) {
   auto* s = static_cast<SinkState*>(ctx);
   s->failed = true;
   s->message = message ? message : "(no message)";
+}
+
+// What a kernel that threw std::bad_alloc ran into: the address-space limit when one is set
+// (the plugin ABI passes only the exception's text, so "std::bad_alloc" is recognised by it).
+std::string out_of_memory_note(const std::string& message) {
+  if (message != "std::bad_alloc") return "";
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return " (out of memory; no address-space limit, RLIMIT_AS, is set on this worker)";
+  }
+  return " (out of memory: this worker's address-space limit, RLIMIT_AS, is " +
+         std::to_string(limit.rlim_cur >> 20) + " MiB)";
 }
 
 CallOutcome failure(ErrorKind kind, std::string message, int pid, const std::string& kernel) {
@@ -236,7 +250,7 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
   if (state.failed) {
     return failure(ErrorKind::RemoteFailure,
                    "on worker " + std::to_string(pid) + ": kernel '" + name + "' threw: " +
-                       state.message,
+                       state.message + out_of_memory_note(state.message),
                    pid, name);
   }
   if (!state.reserved) {

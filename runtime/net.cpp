@@ -20,6 +20,21 @@ namespace dj::detail {
 
 Fd::~Fd() { close_quietly(fd_); }
 
+void detect_dead_peer(int fd) noexcept {
+  // A host that vanishes without a FIN or RST (its link down, a power cut) otherwise leaves a
+  // connection open for the ~15 min of TCP retransmissions, or forever when idle. Keepalive
+  // probes after 3 s of silence, 1 s apart, and at most kDeadPeerTimeout of unacknowledged
+  // data (probes included) end it with ETIMEDOUT, which retires the worker. A busy or stopped
+  // peer process does not count: its kernel still acknowledges.
+  int on = 1, idle_s = 3, interval_s = 1, count = 5;
+  unsigned timeout_ms = static_cast<unsigned>(kDeadPeerTimeout.count());
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof interval_s);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+}
+
 Fd& Fd::operator=(Fd&& o) noexcept {
   if (this != &o) {
     close_quietly(fd_);
@@ -33,6 +48,7 @@ namespace {
 void set_nodelay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  detect_dead_peer(fd);
 }
 
 std::string format_address(const sockaddr_storage& ss) {

@@ -37,6 +37,12 @@ std::string peer_address(int fd);
 std::string address_toward(const std::string& peer);
 // Accepts one connection (close-on-exec, TCP_NODELAY); invalid Fd if none is pending.
 Fd accept_tcp(int listen_fd);
+// How long a TCP peer may leave data (or keepalive probes) unacknowledged before its
+// connection fails with ETIMEDOUT: a host whose network went away is noticed within it.
+inline constexpr std::chrono::milliseconds kDeadPeerTimeout{8000};
+// Turns on that detection (keepalive and TCP_USER_TIMEOUT) on a TCP socket. Every TCP
+// connection dj makes or accepts has it, SSH sessions included.
+void detect_dead_peer(int fd) noexcept;
 // Connects to host:port within `timeout`. Throws: dj::Error(Disconnected) naming the address.
 Fd connect_tcp(const std::string& host, uint16_t port, std::chrono::milliseconds timeout);
 // Listens on / connects to a Linux abstract Unix socket (no file: nothing to clean up; scoped

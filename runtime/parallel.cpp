@@ -206,7 +206,24 @@ PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& opt
     }
   };
 
+  // Workers added while the pmap runs take part too, as in Julia, whose pmap draws from a
+  // pool that addprocs fills: a long pmap under churn (workers dying and being replaced) would
+  // otherwise run out of the workers it started with. Pids are never reused, so a dead one
+  // cannot come back; the master joins only if it was there from the start.
+  auto join_new_workers = [&] {
+    std::vector<int> now;
+    try {
+      now = pool_workers(options.pool);
+    } catch (const Error&) {
+      return;  // none at the moment
+    }
+    for (int pid : now) {
+      if (pid != 1 && !dead.count(pid) && !in_flight.count(pid)) in_flight[pid] = 0;
+    }
+  };
+
   while (done < n) {
+    if (!todo.empty() || !retry_at.empty()) join_new_workers();
     for (auto it = retry_at.begin(); it != retry_at.end() && it->first <= Clock::now();) {
       todo.push_front(it->second);
       it = retry_at.erase(it);

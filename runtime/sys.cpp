@@ -2,6 +2,7 @@
 #include "sys.hpp"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,7 +33,15 @@ void throw_errno(const char* call, const std::string& detail, int err) {
     case EPERM: kind = ErrorKind::InvalidArgument; break;
     default: break;
   }
-  throw Error(kind, std::string(call) + "(" + detail + "): " + std::strerror(err));
+  std::string message = std::string(call) + "(" + detail + "): " + std::strerror(err);
+  if (err == EMFILE) {  // Name the limit, so the user knows what to raise.
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      message += " (this process's descriptor limit, RLIMIT_NOFILE, is " +
+                 std::to_string(limit.rlim_cur) + "; raise it with ulimit -n)";
+    }
+  }
+  throw Error(kind, message);
 }
 
 size_t read_full(int fd, void* buf, size_t n) {

@@ -150,6 +150,22 @@ int kill_host_sessions(const std::string& host) {
   return static_cast<int>(doomed.size());
 }
 
+std::vector<pid_t> ssh_sessions_above(const std::vector<pid_t>& pids) {
+  auto comm = [](pid_t p) {
+    std::string c = slurp("/proc/" + std::to_string(p) + "/comm");
+    while (!c.empty() && c.back() == '\n') c.pop_back();
+    return c;
+  };
+  std::set<pid_t> sessions;
+  for (pid_t p : pids) {
+    for (pid_t up = parent_of(p); up > 1; up = parent_of(up)) {
+      pid_t above = parent_of(up);
+      if (comm(up) == "sshd" && comm(above) == "sshd") sessions.insert(up);  // not the listener
+    }
+  }
+  return {sessions.begin(), sessions.end()};
+}
+
 std::vector<std::string> slurm_jobs_named(const std::string& job_name) {
   auto r = run_command("squeue -h -o '%i %j %T' -n '" + job_name + "'");
   REQUIRE(r.status == 0);

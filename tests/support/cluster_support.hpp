@@ -36,6 +36,8 @@ int open_ssh_connections();
 // Kills every process of test host `host` except its sshd listener: all sessions and workers
 // die at once, as when the host goes away. Returns how many were killed.
 int kill_host_sessions(const std::string& host);
+// The SSH session processes (sshd, not the host's listener) above each of `pids`.
+std::vector<pid_t> ssh_sessions_above(const std::vector<pid_t>& pids);
 // Lines of `squeue -h -o "%i %j" -n NAME` (jobs) or `squeue -h -s -o "%i %j"` filtered (steps).
 std::vector<std::string> slurm_jobs_named(const std::string& job_name);
 std::vector<std::string> slurm_steps_named(const std::string& job_name);

@@ -9,10 +9,21 @@
 //   test_master shared N         add N workers, create a SharedArray on them, print its segment
 //                                name and the workers' OS pids, then wait to be killed
 //   test_master shared-return N  the same, then return from main
+//   test_master shared-big N E   add N workers, try a SharedArray<double> of E elements and
+//                                print how it went, then show a small one still works
+//   test_master addprocs-try N   try addprocs(N), print how it went, then show the workers
+//                                (or one more) answer
+//   test_master heavy PLUGIN N HOSTS S
+//                                add N local workers, workers on the comma-separated SSH HOSTS
+//                                ("-": none; $DJ_SSH_CONFIG) and S SLURM workers, all with
+//                                $DJ_TEST_TAG in their environment; map a SharedArray, start
+//                                long kernels on every worker, print the segment and the
+//                                workers' OS pids, then wait to be killed
 #include <dj/dj.hpp>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -26,6 +37,67 @@ void print_worker_pids() {
   for (int pid : dj::workers()) std::printf(" %ld", dj::worker_info(pid).os_pid);
   std::printf("\n");
   std::fflush(stdout);
+}
+
+void print_error(const char* what, const dj::Error& e) {
+  std::printf("%s threw %s: %s\n", what, dj::to_string(e.kind()), e.what());
+  std::fflush(stdout);
+}
+
+int shared_big(int n, long long elements) {
+  if (n > 0) dj::addprocs(n);
+  try {
+    dj::SharedArray<double> big({static_cast<size_t>(elements)});
+    std::printf("created %zu elements\n", big.length());
+  } catch (const dj::Error& e) {
+    print_error("SharedArray", e);
+  }
+  dj::SharedArray<double> small({1000});
+  small[999] = 1.0;
+  std::printf("small array works: %s\n", small[999] == 1.0 ? "yes" : "no");
+  return 0;
+}
+
+int addprocs_try(int n) {
+  try {
+    std::printf("added %zu workers\n", dj::addprocs(n).size());
+  } catch (const dj::Error& e) {
+    print_error("addprocs", e);
+  }
+  std::vector<int> pids = dj::workers();
+  if (pids == std::vector<int>{1}) pids = dj::addprocs(1);  // room for one after a failure?
+  bool ok = true;
+  for (int pid : pids) ok &= dj::worker_stats(pid).rss_bytes > 0;
+  std::printf("%zu workers answer: %s\n", pids.size(), ok ? "yes" : "no");
+  return 0;
+}
+
+int heavy(const char* plugin, int n, const std::string& hosts, int slurm) {
+  const char* tag = std::getenv("DJ_TEST_TAG");
+  if (n > 0) dj::addprocs(n);
+  if (hosts != "-") {
+    dj::SshOptions o;
+    if (const char* config = std::getenv("DJ_SSH_CONFIG")) o.ssh_config = config;
+    if (tag) o.env = {{"DJ_TEST_TAG", tag}};
+    std::vector<dj::Machine> machines;
+    for (size_t at = 0; at <= hosts.size();) {
+      size_t comma = std::min(hosts.find(',', at), hosts.size());
+      machines.emplace_back(hosts.substr(at, comma - at));
+      at = comma + 1;
+    }
+    dj::addprocs(machines, o);
+  }
+  if (slurm > 0) {
+    dj::SlurmOptions o;  // srun passes the environment (DJ_TEST_TAG) to the tasks
+    o.job_name = std::string("dj-death-") + (tag ? tag : "untagged");
+    dj::addprocs_slurm(slurm, o);
+  }
+  auto spin = dj::everywhere(plugin).kernel<int64_t(int64_t)>("spin_ms");
+  dj::SharedArray<double> s({1 << 16});
+  for (int pid : dj::workers()) dj::remote_do(spin, pid, int64_t{60000});
+  std::printf("segment=%s ", s.segment_name().c_str());
+  print_worker_pids();
+  for (;;) ::pause();
 }
 
 }  // namespace
@@ -53,6 +125,12 @@ int main(int argc, char** argv) {
     }
     std::printf("worker still there: %s\n", dj::workers() == std::vector<int>{2} ? "yes" : "no");
     return 0;
+  }
+  if (mode == "shared-big") return shared_big(n, std::atoll(argv[3]));
+  if (mode == "addprocs-try") return addprocs_try(n);
+  if (mode == "heavy") {
+    return heavy(argv[2], argc > 3 ? std::atoi(argv[3]) : 0, argc > 4 ? argv[4] : "-",
+                 argc > 5 ? std::atoi(argv[5]) : 0);
   }
   if (mode == "exit") {
     dj::workers();
