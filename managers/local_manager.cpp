@@ -13,6 +13,7 @@
 #include <boost/process/exe.hpp>
 #include <boost/process/posix.hpp>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "dj/error.hpp"
@@ -57,24 +58,16 @@ class LocalWorker : public LaunchedWorker {
   long os_pid() const override { return os_pid_; }
   std::string host() const override { return detail::host_name(); }
 
+  // Called from several threads (the I/O thread retiring a dead worker, rmprocs, interrupt):
+  // mu_ makes reaping and killing one step each, so a pid is never signalled after its reaping.
   bool wait_for(std::chrono::milliseconds timeout) override {
     // Boost.Process 1.74's wait_for cannot tell a signal from an exit code (it reports 383);
     // waitpid keeps the real status for exit_reason().
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-      if (reaped_) return true;
-      int status = 0;
-      pid_t r = ::waitpid(static_cast<pid_t>(os_pid_), &status, WNOHANG);
-      if (r == static_cast<pid_t>(os_pid_)) {
-        reaped_ = true;
-        status_ = status;
-        child_.detach();  // Reaped here; the child object must not wait again.
-        return true;
-      }
-      if (r < 0 && errno != EINTR) {
-        reaped_ = true;  // Not our child any more (already reaped elsewhere).
-        child_.detach();
-        return true;
+      {
+        std::lock_guard lock(mu_);
+        if (try_reap_locked()) return true;
       }
       if (std::chrono::steady_clock::now() >= deadline) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -82,12 +75,17 @@ class LocalWorker : public LaunchedWorker {
   }
 
   void kill() noexcept override {
-    if (reaped_ || os_pid_ <= 0) return;  // never kill(0) or kill(-1): a group or everything
-    ::kill(static_cast<pid_t>(os_pid_), SIGKILL);
+    {
+      std::lock_guard lock(mu_);
+      if (reaped_ || os_pid_ <= 0) return;  // never kill(0) or kill(-1): a group or everything
+      if (try_reap_locked()) return;        // already gone: its pid may be someone else's now
+      ::kill(static_cast<pid_t>(os_pid_), SIGKILL);
+    }
     wait_for(std::chrono::milliseconds(5000));
   }
 
   std::string exit_reason() const override {
+    std::lock_guard lock(mu_);
     if (!reaped_) return "";
     if (WIFSIGNALED(status_)) {
       return std::string("killed by signal ") + std::to_string(WTERMSIG(status_)) + " (" +
@@ -101,8 +99,24 @@ class LocalWorker : public LaunchedWorker {
   bp::child child_;
   int in_, out_, err_;
   long os_pid_;
-  bool reaped_ = false;
-  int status_ = 0;
+  // True once waitpid collected it (here, or it was no longer our child).
+  bool try_reap_locked() {
+    if (reaped_) return true;
+    int status = 0;
+    pid_t r = ::waitpid(static_cast<pid_t>(os_pid_), &status, WNOHANG);
+    if (r == static_cast<pid_t>(os_pid_)) {
+      reaped_ = true;
+      status_ = status;
+      child_.detach();  // Reaped here; the child object must not wait again.
+    } else if (r < 0 && errno != EINTR) {
+      reaped_ = true;  // Not our child any more (already reaped elsewhere).
+      child_.detach();
+    }
+    return reaped_;
+  }
+  mutable std::mutex mu_;
+  bool reaped_ = false;  // guarded by mu_
+  int status_ = 0;       // guarded by mu_
 };
 
 }  // namespace

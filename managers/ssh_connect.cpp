@@ -79,7 +79,8 @@ SshSession::SshSession(const SshLaunchPlan& plan) : name_(plan.machine.host) {
     set(SSH_OPTIONS_NODELAY, &on, "nodelay");
     int off = 0;  // Already parsed above; do not let ssh_connect parse ~/.ssh/config again.
     set(SSH_OPTIONS_PROCESS_CONFIG, &off, "process_config");
-    ssh_callbacks_init(&g_no_prompt);
+    // g_no_prompt is initialised once (size set) above: ssh_callbacks_init here would write the
+    // shared struct from every connecting thread.
     ssh_set_callbacks(session_, &g_no_prompt);
 
     unsigned port = 22;

@@ -18,9 +18,9 @@ ChannelResult ChannelTable::failure(ErrorKind kind, const std::string& message,
                                     uint64_t id) const {
   ChannelResult r;
   r.error = {kind,
-             "RemoteChannel " + std::to_string(id) + " on process " + std::to_string(owner_) +
+             "RemoteChannel " + std::to_string(id) + " on process " + std::to_string(owner_.load()) +
                  ": " + message,
-             owner_, {}};
+             owner_.load(), {}};
   return r;
 }
 

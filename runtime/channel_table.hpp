@@ -4,6 +4,7 @@
 // are enforced by one timer thread, started when the first timed operation waits.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -37,7 +38,7 @@ class ChannelTable {
   ChannelTable(const ChannelTable&) = delete;
   ChannelTable& operator=(const ChannelTable&) = delete;
 
-  void set_owner(int pid) { owner_ = pid; }
+  void set_owner(int pid) { owner_.store(pid, std::memory_order_relaxed); }
   // A new channel holding at most `capacity` items (>= 1). Returns its id on this process.
   uint64_t create(uint64_t capacity);
   // Runs one operation. `deadline` bounds put/take/fetch/wait; `done` runs exactly once, on
@@ -69,7 +70,7 @@ class ChannelTable {
   void timer_main();
   ChannelResult failure(ErrorKind kind, const std::string& message, uint64_t id) const;
 
-  int owner_;
+  std::atomic<int> owner_;  // set by every local_channels() call (myid may change once)
   std::mutex mu_;
   std::condition_variable timer_cv_;
   std::map<uint64_t, Channel> channels_;  // guarded by mu_

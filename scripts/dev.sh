@@ -3,8 +3,8 @@
 # Each installs what is missing on a fresh Debian 12 machine (as root), build dj, install it
 # (dj-run, dj-worker, libdj, headers, CMake package) under $DJ_PREFIX (default /usr/local),
 # then run the notebook demo on 4 local workers, or the whole test suite (plain build and an
-# AddressSanitizer + UndefinedBehaviorSanitizer build, and the bounded fuzz step); `fuzz` runs
-# the fuzz step alone.
+# AddressSanitizer + UndefinedBehaviorSanitizer build, a ThreadSanitizer build, and the bounded
+# fuzz step); `fuzz` runs the fuzz step alone.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -97,6 +97,28 @@ install_dj() {
   echo "== installed dj-run, dj-worker, libdj and headers under $prefix"
 }
 
+# The whole suite under ThreadSanitizer (a build of its own). Every process, workers included,
+# writes its reports to files under one directory (a worker's exit status is not a test's), so
+# a race in any process fails the step. No suppressions.
+run_tsan_suite() {
+  echo "== test suite (ThreadSanitizer build)"
+  configure_and_build "$build-tsan" -DDJ_TSAN=ON
+  local reports
+  reports=$(mktemp -d)
+  TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 log_path=$reports/tsan" \
+    ctest --test-dir "$build-tsan" --output-on-failure -j "$jobs" --timeout 600
+  # (A worker that a limits test starves of memory leaves a FATAL allocator line: not a race.)
+  local races
+  races=$(grep -l "WARNING: ThreadSanitizer" "$reports"/tsan* 2>/dev/null || true)
+  if [ -n "$races" ]; then
+    echo "dev.sh: ThreadSanitizer reported races:" >&2
+    cat $races >&2
+    exit 1
+  fi
+  rm -rf "$reports"
+  echo "== ThreadSanitizer: no report from any process"
+}
+
 cmd=${1:-}
 case "$cmd" in
   demo)
@@ -121,6 +143,7 @@ case "$cmd" in
       configure_and_build "$build-asan" -DDJ_SANITIZE=ON
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir "$build-asan" --output-on-failure -j "$jobs" --timeout 600
+      run_tsan_suite
     fi
     ;;
   fuzz)

@@ -91,8 +91,8 @@ TEST_CASE("a kernel allocating past its worker's RLIMIT_AS fails naming the limi
     remotecall_fetch(hog_mib, 2, int64_t{4096});
     FAIL("4 GiB were allocated under a 128 MiB margin");
   } catch (const Error& e) {
-#if defined(__SANITIZE_ADDRESS__)
-    // ASan's allocator aborts the process on a failed mapping instead of throwing.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // The sanitizers' allocators abort the process on a failed mapping instead of throwing.
     CHECK(e.kind() == ErrorKind::Disconnected);
     CHECK_THAT(e.what(), Contains("ProcessExited(2)"));
 #else

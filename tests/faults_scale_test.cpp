@@ -47,10 +47,17 @@ uint64_t stored_values_on_workers() {
 
 // The sanitizer build runs the same code several times slower and with a shadow heap per
 // allocation; it holds fewer Futures so the test stays within seconds there too.
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr int64_t kFutures = 200'000;
 #else
 constexpr int64_t kFutures = 1'000'000;
+#endif
+// ThreadSanitizer's allocator rounds every block up (about 4 KiB per Future measured): the
+// absolute bound only holds with the real allocator; the proportionality check holds in all.
+#if defined(__SANITIZE_THREAD__)
+constexpr double kMaxBytesPerFuture = 16384;
+#else
+constexpr double kMaxBytesPerFuture = 1024;
 #endif
 
 }  // namespace
@@ -117,7 +124,7 @@ TEST_CASE("a million outstanding Futures cost memory in proportion and are freed
               per_future, per_future_quarter);
   CHECK(stored_values_on_workers() == static_cast<uint64_t>(kFutures));
   CHECK(fetch(futures[12345]) == 12345);
-  CHECK(per_future < 1024);  // the handle, its RefState and the link's entry: a few hundred
+  CHECK(per_future < kMaxBytesPerFuture);  // the handle, its RefState and the link's entry: a few hundred
   // Proportional: four times the Futures cost about four times the memory, not more.
   CHECK(per_future < 2 * per_future_quarter + 64);
 
