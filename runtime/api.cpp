@@ -83,6 +83,12 @@ std::vector<int> addprocs_slurm(int n, const SlurmOptions& options) {
 
 void set_topology(Topology t) { detail::Cluster::instance().set_topology(t); }
 Topology topology() { return detail::Cluster::instance().topology(); }
+void set_heartbeat_timeout(std::chrono::milliseconds timeout) {
+  if (timeout.count() < 0) {
+    throw Error(ErrorKind::InvalidArgument, "set_heartbeat_timeout: timeout must not be negative");
+  }
+  detail::Cluster::instance().set_heartbeat_timeout(timeout);
+}
 
 void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace) {
   detail::Cluster::instance().rmprocs(pids, grace);

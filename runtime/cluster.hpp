@@ -59,6 +59,10 @@ struct WorkerLink {
   // kRearmDelay, so a loop of remotecall_fetch costs no epoll_ctl per call.
   bool armed = true;
   std::atomic<int64_t> last_borrow_ns{0};
+  // Heartbeat (I/O thread): when a frame last came, when the current wait began, pings sent.
+  std::atomic<int64_t> last_heard_ns{0};
+  std::atomic<int64_t> awaited_since_ns{0};
+  uint64_t pings = 0;  // I/O thread only
 
   // Output forwarding: the I/O thread, and retire() on a user thread for rmprocs.
   std::mutex output_mu;
@@ -84,6 +88,10 @@ class Cluster {
   std::vector<int> add_workers(ClusterManager& manager, int n, std::chrono::milliseconds timeout);
   void rmprocs(const std::vector<int>& pids, std::chrono::milliseconds grace);
   void set_topology(Topology topology);
+  void set_heartbeat_timeout(std::chrono::milliseconds timeout) {
+    heartbeat_timeout_ms_ = timeout.count();
+    wake();
+  }
   Topology topology() const;
   WorkerInfo info(int pid) const;
   WorkerStats stats(int pid);
@@ -172,6 +180,11 @@ class Cluster {
   void unwatch(WorkerLink& link) noexcept;
   void rearm(WorkerLink& link) noexcept;
   void rearm_idle_links();
+  // How often the I/O thread must wake for heartbeats now (-1: never: nothing is awaited).
+  int heartbeat_tick_ms() const;
+  // Pings workers silent for a quarter of the heartbeat timeout while the master awaits
+  // something from them; kills and retires those silent for the whole timeout.
+  void check_heartbeats();
   // Reads and handles one frame from the link (caller holds read_mu). False once retired.
   bool read_one(const std::shared_ptr<WorkerLink>& link);
   // Waits for `reply`, reading the link's socket itself when no other thread is.
@@ -216,6 +229,7 @@ class Cluster {
   Fd wake_fd_;
   Fd epoll_fd_;
   std::atomic<bool> some_link_disarmed_{false};
+  std::atomic<int64_t> heartbeat_timeout_ms_{10000};  // 0: off
   std::atomic<bool> stopping_{false};
   std::thread io_;
 };

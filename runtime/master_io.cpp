@@ -162,8 +162,11 @@ void Cluster::io_main() {
     // While some connection is left disarmed by a borrower, tick every millisecond to re-arm
     // it once borrowing stops; otherwise sleep until an event.
     int timeout = some_link_disarmed_.load() ? 1 : -1;
+    int heartbeat = heartbeat_tick_ms();
+    if (heartbeat >= 0 && (timeout < 0 || heartbeat < timeout)) timeout = heartbeat;
     int n = ::epoll_wait(epoll_fd_.get(), events, 64, timeout);
-    if (timeout >= 0) rearm_idle_links();
+    if (some_link_disarmed_.load()) rearm_idle_links();
+    if (heartbeat >= 0) check_heartbeats();
     if (n < 0) {
       if (errno == EINTR) continue;
       log_line(std::string("master I/O loop: epoll_wait failed: ") + std::strerror(errno));
@@ -211,6 +214,51 @@ void Cluster::io_main() {
   }
 }
 
+int Cluster::heartbeat_tick_ms() const {
+  int64_t timeout = heartbeat_timeout_ms_.load();
+  if (timeout <= 0) return -1;
+  std::lock_guard lock(mu_);
+  for (const auto& [pid, link] : links_) {
+    if (link->in_flight.load() > 0 || !link->replies.empty()) {
+      return static_cast<int>(std::max<int64_t>(timeout / 4, 1));
+    }
+  }
+  return -1;  // Nothing awaited: no pings, so idle workers cost nothing.
+}
+
+void Cluster::check_heartbeats() {
+  int64_t timeout_ms = heartbeat_timeout_ms_.load();
+  if (timeout_ms <= 0) return;
+  const int64_t timeout = timeout_ms * 1000000, interval = timeout / 4, now = now_ns();
+  std::vector<std::shared_ptr<WorkerLink>> awaited;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [pid, link] : links_) {
+      if (link->in_flight.load() > 0 || !link->replies.empty()) awaited.push_back(link);
+    }
+  }
+  for (auto& link : awaited) {
+    // Silence counts from the later of the last frame and the start of the wait.
+    int64_t heard = std::max(link->last_heard_ns.load(), link->awaited_since_ns.load());
+    if (link->awaited_since_ns.load() == 0) {
+      link->awaited_since_ns = now;  // first tick of this wait
+      continue;
+    }
+    if (now - heard > timeout) {
+      link->process->kill();
+      retire(link, "did not answer for " + std::to_string(timeout_ms) +
+                       " ms (stopped or hung; heartbeat timeout), so it was killed");
+    } else if (now - heard > interval) {
+      link->send(wire::Ping{++link->pings});
+    }
+  }
+  // Links no longer awaited start their next wait afresh.
+  std::lock_guard lock(mu_);
+  for (const auto& [pid, link] : links_) {
+    if (link->in_flight.load() == 0 && link->replies.empty()) link->awaited_since_ns = 0;
+  }
+}
+
 bool Cluster::pump_output(WorkerLink& link, bool err) {
   std::lock_guard lock(link.output_mu);
   int fd = err ? link.process->stderr_fd() : link.process->stdout_fd();
@@ -243,6 +291,8 @@ bool Cluster::pump_output(WorkerLink& link, bool err) {
 }
 
 void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame) {
+  link->last_heard_ns = now_ns();
+  if (std::holds_alternative<wire::Pong>(frame.message)) return;  // last_heard is the answer
   if (auto* done = std::get_if<wire::CallDone>(&frame.message)) {
     std::shared_ptr<RefState> ref;
     std::vector<std::shared_ptr<const void>> unpinned;  // destroyed after the lock is released

@@ -525,6 +525,8 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           send(out);
         } else if constexpr (std::is_same_v<M, wire::UnmapShared>) {
           segments_.drop(m.name);
+        } else if constexpr (std::is_same_v<M, wire::Ping>) {
+          send(wire::Pong{m.seq});
         } else if constexpr (std::is_same_v<M, wire::Peers>) {
           peer_links_.add(m.entries);
         } else if constexpr (std::is_same_v<M, wire::Shutdown>) {

@@ -196,15 +196,15 @@ TEST_CASE("remotecall_fetch from several threads under a killer of random worker
   CHECK(test::children_named("dj-worker").empty());
 }
 
-TEST_CASE("a stopped worker holds up only its own calls, which finish once it is continued",
-          "[faults][chaos][sigstop]") {
+TEST_CASE("with the heartbeat off, a stopped worker holds up only its own calls, which finish "
+          "once it is continued", "[faults][chaos][sigstop]") {
+  set_heartbeat_timeout(std::chrono::milliseconds(0));
   std::vector<int> pids = addprocs(3);
   Kernels k;
   pid_t stopped = static_cast<pid_t>(worker_info(pids[0]).os_pid);
   REQUIRE(stop_process(stopped));
   Future<int64_t> held = remotecall(k.tiny, pids[0], int64_t{42});
-  // Today dj has no heartbeat: the call simply waits (see docs/ARCHITECTURE.md, Faults).
-  // Everything not addressed to the stopped worker goes on meanwhile.
+  // Without the heartbeat the call simply waits. Everything not addressed to the stopped worker goes on meanwhile.
   for (int64_t i = 0; i < 200; ++i) {
     REQUIRE(remotecall_fetch(k.tiny, pids[1 + i % 2], i) == i);
   }
@@ -246,4 +246,40 @@ TEST_CASE("rmprocs of a stopped worker kills it after the grace period and fails
   CHECK(remotecall_fetch(k.tiny, pids[1], int64_t{9}) == 9);
   rmprocs(workers());
   CHECK(test::children_named("dj-worker").empty());
+}
+
+TEST_CASE("the heartbeat finds a stopped worker within its timeout, kills it and fails its calls",
+          "[faults][chaos][sigstop][heartbeat]") {
+  set_heartbeat_timeout(std::chrono::milliseconds(1000));
+  std::vector<int> pids = addprocs(2);
+  Kernels k;
+  pid_t stopped = static_cast<pid_t>(worker_info(pids[0]).os_pid);
+  REQUIRE(stop_process(stopped));
+  auto t0 = std::chrono::steady_clock::now();
+  auto call = std::async(std::launch::async, [&] { return remotecall_fetch(k.tiny, pids[0], int64_t{1}); });
+  try {
+    finish_within(call, std::chrono::seconds(20), "a call to a stopped worker");
+    FAIL("a call to a stopped worker succeeded");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Disconnected);
+    CHECK_THAT(e.what(), Contains("ProcessExited(" + std::to_string(pids[0]) + ")") &&
+                             Contains("did not answer for 1000 ms"));
+  }
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(waited >= 0.9);
+  CHECK(waited < 5.0);  // the timeout plus one tick (a quarter of it), with room for load
+  CHECK(test::eventually([&] { return !test::process_alive(stopped); }));
+  CHECK(workers() == std::vector<int>{pids[1]});
+  CHECK(remotecall_fetch(k.tiny, pids[1], int64_t{9}) == 9);
+}
+
+TEST_CASE("a kernel that runs longer than the heartbeat timeout is not mistaken for a hang",
+          "[faults][heartbeat]") {
+  set_heartbeat_timeout(std::chrono::milliseconds(400));
+  addprocs(1);
+  Kernels k;
+  CHECK(remotecall_fetch(k.spin_ms, 2, int64_t{2000}) > 0);  // 5 heartbeat timeouts long
+  CHECK(workers() == std::vector<int>{2});
+  REQUIRE_THROWS_WITH(set_heartbeat_timeout(std::chrono::milliseconds(-1)),
+                      Contains("must not be negative"));
 }

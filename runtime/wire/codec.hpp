@@ -135,11 +135,17 @@ struct Peer {
 struct Peers {
   std::vector<Peer> entries;
 };
+struct Ping {
+  uint64_t seq = 0;
+};
+struct Pong {
+  uint64_t seq = 0;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
                              Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared,
-                             StoreValue, Peers>;
+                             StoreValue, Peers, Ping, Pong>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

@@ -226,6 +226,18 @@ struct Peers {
   entries @0 :List(Peer);  # At most 1024 per message (kMaxPeersPerMessage); more: several.
 }
 
+struct Ping {
+  # Master -> worker, only while the master waits for something from it: answered at once by
+  # Pong with the same seq (the worker's reader role is never held by a kernel for long). A
+  # worker that stays silent past the heartbeat timeout is stopped or hung: it is killed and
+  # reported lost.
+  seq @0 :UInt64;
+}
+
+struct Pong {
+  seq @0 :UInt64;
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -249,5 +261,7 @@ struct Message {
     unmapShared @18 :UnmapShared;
     storeValue @19 :StoreValue;
     peers @20 :Peers;
+    ping @21 :Ping;
+    pong @22 :Pong;
   }
 }

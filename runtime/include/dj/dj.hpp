@@ -81,6 +81,13 @@ enum class Topology { all_to_all, master_worker };
 void set_topology(Topology topology);
 Topology topology();
 
+// While the master waits for a worker (a call, a fetch), it pings the worker when it has been
+// silent for a quarter of `timeout`; a worker silent for the whole timeout (stopped with
+// SIGSTOP, hung in the kernel, or its host frozen) is killed and reported lost, like a crash:
+// its calls fail with Disconnected "... did not answer for N ms". A busy kernel does not count
+// as silence (the worker answers pings while it runs). Default 10 s; 0 turns it off.
+void set_heartbeat_timeout(std::chrono::milliseconds timeout);
+
 // Workers on one SSH host, in Distributed.jl's machine format
 // "[count*][user@]host[:port] [bind_addr[:port]]" ("2*alice@node1:2222 10.0.0.5"), or as
 // {host, count}. count kAutoCount starts one worker per core of the host ("auto*node1").
