@@ -62,7 +62,8 @@ struct WorkerLink {
   // Heartbeat (I/O thread): when a frame last came, when the current wait began, pings sent.
   std::atomic<int64_t> last_heard_ns{0};
   std::atomic<int64_t> awaited_since_ns{0};
-  uint64_t pings = 0;  // I/O thread only
+  uint64_t pings = 0;       // I/O thread only
+  uint64_t bytes_seen = 0;  // I/O thread only: reader.bytes_read() at the last heartbeat check
 
   // Output forwarding: the I/O thread, and retire() on a user thread for rmprocs.
   std::mutex output_mu;
@@ -180,7 +181,7 @@ class Cluster {
   void unwatch(WorkerLink& link) noexcept;
   void rearm(WorkerLink& link) noexcept;
   void rearm_idle_links();
-  // How often the I/O thread must wake for heartbeats now (-1: never: nothing is awaited).
+  // How often the I/O thread wakes for heartbeats (-1: never: off, or no workers).
   int heartbeat_tick_ms() const;
   // Pings workers silent for a quarter of the heartbeat timeout while the master awaits
   // something from them; kills and retires those silent for the whole timeout.

@@ -217,13 +217,11 @@ void Cluster::io_main() {
 int Cluster::heartbeat_tick_ms() const {
   int64_t timeout = heartbeat_timeout_ms_.load();
   if (timeout <= 0) return -1;
+  // A tick every quarter timeout while there are workers (a wake-up each time a call starts
+  // would cost every round trip); workers are pinged only while awaited, so idle ones are
+  // never woken.
   std::lock_guard lock(mu_);
-  for (const auto& [pid, link] : links_) {
-    if (link->in_flight.load() > 0 || !link->replies.empty()) {
-      return static_cast<int>(std::max<int64_t>(timeout / 4, 1));
-    }
-  }
-  return -1;  // Nothing awaited: no pings, so idle workers cost nothing.
+  return links_.empty() ? -1 : static_cast<int>(std::max<int64_t>(timeout / 4, 1));
 }
 
 void Cluster::check_heartbeats() {
@@ -238,6 +236,15 @@ void Cluster::check_heartbeats() {
     }
   }
   for (auto& link : awaited) {
+    // Bytes arriving (a long frame still coming) or a send in progress (a large argument still
+    // going out; the worker reads it before any Ping) are not silence.
+    uint64_t got = link->reader.bytes_read();
+    bool writing = !link->write_mu.try_lock();
+    if (!writing) link->write_mu.unlock();
+    if (got != link->bytes_seen || writing) {
+      link->bytes_seen = got;
+      link->last_heard_ns = now;
+    }
     // Silence counts from the later of the last frame and the start of the wait.
     int64_t heard = std::max(link->last_heard_ns.load(), link->awaited_since_ns.load());
     if (link->awaited_since_ns.load() == 0) {

@@ -1,6 +1,8 @@
 // Frame prefix validation and blocking frame I/O (writev out, exact reads in).
 #include "wire/frame.hpp"
 
+#include <atomic>
+
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -37,7 +39,8 @@ Error disconnected_mid_frame(int fd, const char* part) {
 // announces 4 GiB and sends nothing costs little, and a large payload is copied at most a
 // third of its size extra while the buffer grows.
 // Throws: ResourceExhausted if memory runs out, Disconnected on EOF.
-void read_payload(int fd, std::string& out, uint64_t total) {
+void read_payload(int fd, std::string& out, uint64_t total,
+                  std::atomic<uint64_t>* progress = nullptr) {
   constexpr uint64_t kFirstReserve = uint64_t{64} << 20;
   constexpr uint64_t kFillStep = uint64_t{4} << 20;
   try {
@@ -52,6 +55,7 @@ void read_payload(int fd, std::string& out, uint64_t total) {
           std::min<uint64_t>(std::min<uint64_t>(total, out.capacity()) - at, kFillStep));
       out.resize(at + step);
       size_t got = detail::read_full(fd, out.data() + at, step);
+      if (progress) progress->fetch_add(got, std::memory_order_relaxed);
       if (got != step) throw disconnected_mid_frame(fd, "payload");
     }
   } catch (const std::bad_alloc&) {
@@ -188,6 +192,7 @@ bool FrameReader::fill(size_t at_least) {
     }
     if (r == 0) return false;
     end_ += static_cast<size_t>(r);
+    bytes_read_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
   }
   return true;
 }
@@ -222,7 +227,7 @@ std::optional<Frame> FrameReader::next() {
   }
   frame.payload.assign(buf_.get() + start_, taken);
   start_ += taken;
-  read_payload(fd_, frame.payload, p.payload_bytes);
+  read_payload(fd_, frame.payload, p.payload_bytes, &bytes_read_);
   return frame;
 }
 

@@ -8,6 +8,7 @@
 //   offset 16 header, then payload
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -59,6 +60,8 @@ class FrameReader {
   std::optional<Frame> next();
   // Whether next() can return a frame without reading (one is wholly buffered).
   bool has_buffered_frame() const;
+  // Bytes read from the fd so far; safe to read from any thread (progress of a long frame).
+  uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
 
  private:
   bool fill(size_t at_least);  // false on EOF
@@ -68,6 +71,7 @@ class FrameReader {
   uint64_t max_payload_;
   std::unique_ptr<char[]> buf_;  // never zero-filled: only [start_, end_) is meaningful
   size_t cap_ = 0, start_ = 0, end_ = 0;
+  std::atomic<uint64_t> bytes_read_{0};
 };
 
 // Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.
