@@ -57,6 +57,10 @@ test::RunResult master_with_fd_limit(int fds, const std::string& args) {
 
 }  // namespace
 
+// Not in the ASan+UBSan build: UBSan's vptr check probes memory through a pipe, which a master
+// out of descriptors cannot open, so it reports a false "invalid vptr" and aborts there. The
+// plain and ThreadSanitizer builds run it.
+#if !defined(__SANITIZE_ADDRESS__)
 TEST_CASE("addprocs beyond a low RLIMIT_NOFILE fails naming the limit, starts nothing, and the "
           "master goes on", "[limits][fds]") {
   // 40 descriptors: the master's own plus a few workers' sockets and pipes, not 32 workers'.
@@ -68,6 +72,7 @@ TEST_CASE("addprocs beyond a low RLIMIT_NOFILE fails naming the limit, starts no
   CHECK_THAT(r.output, Contains("1 workers answer: yes"));
   CHECK_THAT(r.output, Contains("sentinel alive"));
 }
+#endif
 
 TEST_CASE("addprocs within a low RLIMIT_NOFILE works", "[limits][fds]") {
   auto r = master_with_fd_limit(40, "addprocs-try 2");
