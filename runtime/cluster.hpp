@@ -71,6 +71,9 @@ struct WorkerLink {
   std::atomic<bool> out_open{true}, err_open{true};
 
   // Guarded by Cluster::mu_.
+  // Why the master killed it (the heartbeat), set before the kill: whichever thread then sees
+  // the connection close reports this rather than the signal.
+  std::string kill_reason;
   std::unordered_map<uint64_t, std::shared_ptr<Reply>> replies;
   std::unordered_map<uint64_t, std::weak_ptr<RefState>> refs;
   std::unordered_map<uint64_t, std::vector<std::shared_ptr<const void>>> pins;

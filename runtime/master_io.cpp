@@ -252,9 +252,13 @@ void Cluster::check_heartbeats() {
       continue;
     }
     if (now - heard > timeout) {
+      {
+        std::lock_guard lock(mu_);
+        link->kill_reason = "did not answer for " + std::to_string(timeout_ms) +
+                            " ms (stopped or hung; heartbeat timeout), so it was killed";
+      }
       link->process->kill();
-      retire(link, "did not answer for " + std::to_string(timeout_ms) +
-                       " ms (stopped or hung; heartbeat timeout), so it was killed");
+      retire(link, "");
     } else if (now - heard > interval) {
       link->send(wire::Ping{++link->pings});
     }
@@ -448,6 +452,10 @@ void Cluster::on_channel_op(const std::shared_ptr<WorkerLink>& requester, wire::
 
 void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string& why) {
   std::string reason = link->removing ? "removed by rmprocs" : why;
+  if (reason.empty()) {
+    std::lock_guard lock(mu_);
+    reason = link->kill_reason;
+  }
   if (reason.empty()) {
     link->process->wait_for(std::chrono::milliseconds(50));
     reason = link->process->exit_reason();
