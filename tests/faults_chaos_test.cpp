@@ -81,18 +81,6 @@ class Killer {
   std::thread thread_;
 };
 
-// Sends SIGSTOP and waits until the process is stopped (the signal is delivered
-// asynchronously: a call sent right after kill() could otherwise still be served).
-bool stop_process(pid_t pid) {
-  if (::kill(pid, SIGSTOP) != 0) return false;
-  return test::eventually([pid] {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto close = stat.rfind(')');
-    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
-  });
-}
-
 }  // namespace
 
 TEST_CASE("pmap and remotecall under a killer of random workers compute every element exactly "
@@ -202,7 +190,7 @@ TEST_CASE("with the heartbeat off, a stopped worker holds up only its own calls,
   std::vector<int> pids = addprocs(3);
   Kernels k;
   pid_t stopped = static_cast<pid_t>(worker_info(pids[0]).os_pid);
-  REQUIRE(stop_process(stopped));
+  REQUIRE(test::stop_process(stopped));
   Future<int64_t> held = remotecall(k.tiny, pids[0], int64_t{42});
   // Without the heartbeat the call simply waits. Everything not addressed to the stopped worker goes on meanwhile.
   for (int64_t i = 0; i < 200; ++i) {
@@ -229,7 +217,7 @@ TEST_CASE("rmprocs of a stopped worker kills it after the grace period and fails
   std::vector<int> pids = addprocs(2);
   Kernels k;
   pid_t stopped = static_cast<pid_t>(worker_info(pids[0]).os_pid);
-  REQUIRE(stop_process(stopped));
+  REQUIRE(test::stop_process(stopped));
   Future<int64_t> held = remotecall(k.tiny, pids[0], int64_t{1});
   auto removed = std::async(std::launch::async,
                             [&] { rmprocs({pids[0]}, std::chrono::milliseconds(300)); });

@@ -51,18 +51,6 @@ class LinkDown {
   std::string host_;
 };
 
-// Sends SIGSTOP and waits until the process is stopped (the signal is delivered
-// asynchronously: a call sent right after kill() could otherwise still be served).
-bool stop_process(pid_t pid) {
-  if (::kill(pid, SIGSTOP) != 0) return false;
-  return test::eventually([pid] {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto close = stat.rfind(')');
-    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
-  });
-}
-
 }  // namespace
 
 TEST_CASE("a worker that stops reading while the master sends it large values holds up no "
@@ -71,7 +59,7 @@ TEST_CASE("a worker that stops reading while the master sends it large values ho
   Kernels k;
   const int stuck = pids[0];
   pid_t stuck_os = static_cast<pid_t>(worker_info(stuck).os_pid);
-  REQUIRE(stop_process(stuck_os));  // it reads nothing from now on
+  REQUIRE(test::stop_process(stuck_os));  // it reads nothing from now on
   // 4 x 16 MiB: far more than the socket buffers hold, so these senders block in write.
   std::vector<uint8_t> big(16 << 20, 3);
   auto senders = std::async(std::launch::async, [&] {

@@ -11,6 +11,7 @@
 
 using namespace dj;
 using Catch::Contains;
+using Catch::StartsWith;
 
 namespace {
 
@@ -115,19 +116,20 @@ TEST_CASE("a job that never starts fails within the timeout and is cancelled", "
 
 TEST_CASE("a master killed with SIGKILL leaves no SLURM job or worker behind", "[slurm]") {
   Fixture f;
-  auto jobs_of_dj_run = [] {
-    auto r = test::run_command("squeue -h -o %j");
-    return r.output.find("dj-workers-") != std::string::npos;
-  };
-  REQUIRE_FALSE(jobs_of_dj_run());
-  // The master prints its workers' pids and waits; `timeout` then SIGKILLs it.
+  // The master prints its workers' pids and SLURM job and waits; `timeout` then SIGKILLs it.
   auto r = test::run_command("DJ_TEST_TAG=" + f.tag + " timeout -s KILL 5 " +
                              test::program("dj-run") + " --slurm -n 2 " +
                              test::program("test_master") + " hold 0");
   CHECK(r.status == 128 + 9);
   CHECK_THAT(r.output, Contains("worker-os-pids: "));
   CHECK(std::count(r.output.begin(), r.output.end(), ' ') >= 2);
+  // The job the workers ran in (other tests running at the same time have jobs of their own).
+  auto at = r.output.find("worker-slurm-jobs: ");
+  REQUIRE(at != std::string::npos);
+  std::string job = r.output.substr(at + 19, r.output.find_first_of(" \n", at + 19) - at - 19);
+  CHECK_THAT(job, StartsWith("dj-workers-"));
   // srun's stdin closed with the master: the tasks end, then the step and the job.
-  REQUIRE(test::eventually([&] { return !jobs_of_dj_run(); }, std::chrono::milliseconds(15000)));
+  REQUIRE(test::eventually([&] { return test::slurm_jobs_named(job).empty(); },
+                           std::chrono::milliseconds(15000)));
   REQUIRE(test::eventually([&] { return test::processes_tagged(f.tag).empty(); }));
 }

@@ -1,7 +1,8 @@
 // A master program for tests that need the master in a process of its own:
 //   test_master nworkers         print nworkers() and workers() (used under dj-run -p N)
 //   test_master exit CODE        exit with CODE after touching the cluster
-//   test_master hold N           add N workers, print their OS pids, then wait to be killed
+//   test_master hold N           add N workers, print their OS pids and SLURM job names (when
+//                                they have one), then wait to be killed
 //   test_master return N         add N workers, print their OS pids, return from main
 //   test_master throw N          add N workers, print their OS pids, throw out of main
 //   test_master busy PLUGIN      add a worker, start a long kernel, print "ready", and report
@@ -35,6 +36,26 @@ namespace {
 void print_worker_pids() {
   std::printf("worker-os-pids:");
   for (int pid : dj::workers()) std::printf(" %ld", dj::worker_info(pid).os_pid);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+// The SLURM job name of each local worker that has one, from its environment.
+void print_worker_slurm_jobs() {
+  std::printf("worker-slurm-jobs:");
+  for (int pid : dj::workers()) {
+    std::string path = "/proc/" + std::to_string(dj::worker_info(pid).os_pid) + "/environ";
+    std::FILE* f = std::fopen(path.c_str(), "r");
+    if (!f) continue;
+    std::string env;
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) env.append(buf, n);
+    std::fclose(f);
+    const std::string key = std::string(1, '\0') + "SLURM_JOB_NAME=";
+    env.insert(0, 1, '\0');
+    size_t at = env.find(key);
+    if (at != std::string::npos) std::printf(" %s", env.c_str() + at + key.size());
+  }
   std::printf("\n");
   std::fflush(stdout);
 }
@@ -149,6 +170,7 @@ int main(int argc, char** argv) {
   }
   print_worker_pids();
   if (mode == "hold") {
+    print_worker_slurm_jobs();
     for (;;) ::pause();
   }
   if (mode == "return") return 0;

@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include <dirent.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -163,6 +165,16 @@ bool maps_segment(pid_t pid, const std::string& name) {
     if (after == '\0' || after == ' ') return true;  // not a longer name with this prefix
   }
   return false;
+}
+
+bool stop_process(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
+  return eventually([pid] {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+  });
 }
 
 }  // namespace dj::test

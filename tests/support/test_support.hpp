@@ -24,6 +24,9 @@ bool eventually(const std::function<bool()>& condition,
 
 // Whether a process exists and is not a zombie.
 bool process_alive(pid_t pid);
+// Sends SIGSTOP and waits until the process is stopped (the signal is delivered
+// asynchronously: a call sent right after kill() could otherwise still be served).
+bool stop_process(pid_t pid);
 // OS pids of this process's children that run `exe_name` (by /proc/<pid>/comm).
 std::vector<pid_t> children_named(const std::string& exe_name);
 // OS pids of all live processes whose parent is `parent` (any name).
