@@ -242,7 +242,7 @@ TEST_CASE("the heartbeat finds a stopped worker within its timeout, kills it and
   std::vector<int> pids = addprocs(2);
   Kernels k;
   pid_t stopped = static_cast<pid_t>(worker_info(pids[0]).os_pid);
-  REQUIRE(stop_process(stopped));
+  REQUIRE(test::stop_process(stopped));
   auto t0 = std::chrono::steady_clock::now();
   auto call = std::async(std::launch::async, [&] { return remotecall_fetch(k.tiny, pids[0], int64_t{1}); });
   try {
