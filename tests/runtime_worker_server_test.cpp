@@ -231,6 +231,10 @@ TEST_CASE("a flood of connections is logged boundedly and cannot keep the master
   CHECK(count(w.log(), "dropped connection from") <= 20);
 }
 
+// Not in the ASan+UBSan build: UBSan's vptr check probes memory through a pipe, which a worker
+// out of descriptors (the point of this test) cannot open, so it reports a false "invalid
+// vptr" and exits. The plain and ThreadSanitizer builds run it.
+#if !defined(__SANITIZE_ADDRESS__)
 TEST_CASE("2000 connections at once cost a worker bounded memory and real work goes on", "[worker][security]") {
   rlimit lim{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &lim) == 0);
@@ -270,6 +274,7 @@ TEST_CASE("2000 connections at once cost a worker bounded memory and real work g
   CHECK(workers() == std::vector<int>{2});
   CHECK(test::process_alive(os));
 }
+#endif
 
 TEST_CASE("a local worker listens on loopback only and the master on no port", "[worker][security]") {
   addprocs(1);
