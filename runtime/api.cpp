@@ -101,39 +101,67 @@ Plugin everywhere(const std::string& path) { return detail::Cluster::instance().
 namespace detail {
 
 ArgBlob::ArgBlob() : bytes(4, '\0') {}  // Room for the argument count.
+ArgBlob::ArgBlob(int pid) : bytes(4, '\0'), pid_(pid) {}
+
+unsigned char* ArgBlob::start() {
+  return lent ? lent->data : reinterpret_cast<unsigned char*>(bytes.data());
+}
+
+unsigned char* ArgBlob::append(size_t n) {
+  if (lent && lent->size + n > lent->cap) {
+    // More than the room reserved: back to a string (rare: a large value, then more).
+    bytes.assign(reinterpret_cast<const char*>(lent->data), lent->size);
+    lent.reset();
+  }
+  if (!lent && pid_ > 1 && bytes.size() + n >= wire::kBulkMinBytes) {
+    // Room for this value and a little more, so that small arguments after it still fit.
+    lent = Cluster::instance().lend_room(pid_, bytes.size() + n + (64 << 10));
+    if (lent) {
+      std::memcpy(lent->data, bytes.data(), bytes.size());
+      lent->size = bytes.size();
+      bytes.clear();
+    }
+  }
+  if (lent) {
+    unsigned char* at = lent->data + lent->size;
+    lent->size += n;
+    return at;
+  }
+  size_t at = bytes.size();
+  bytes.resize(at + n);
+  return reinterpret_cast<unsigned char*>(bytes.data() + at);
+}
 
 unsigned char* ArgBlob::begin_value(size_t n) {
+  unsigned char* at = append(1 + 8 + n);
   uint32_t count;
-  std::memcpy(&count, bytes.data(), 4);
+  std::memcpy(&count, start(), 4);
   ++count;
-  std::memcpy(bytes.data(), &count, 4);
-  size_t at = bytes.size();
+  std::memcpy(start(), &count, 4);
   uint64_t len = n;
-  bytes.resize(at + 1 + 8 + n);
-  bytes[at] = 0;
-  std::memcpy(bytes.data() + at + 1, &len, 8);
-  return reinterpret_cast<unsigned char*>(bytes.data() + at + 9);
+  at[0] = 0;
+  std::memcpy(at + 1, &len, 8);
+  return at + 9;
 }
 
 void ArgBlob::add_ref(const std::shared_ptr<RefState>& ref) {
+  unsigned char* at = append(1 + 4 + 8);
   uint32_t count;
-  std::memcpy(&count, bytes.data(), 4);
+  std::memcpy(&count, start(), 4);
   ++count;
-  std::memcpy(bytes.data(), &count, 4);
-  size_t at = bytes.size();
+  std::memcpy(start(), &count, 4);
   int32_t owner = ref->owner;
   uint64_t id = ref->id;
-  bytes.resize(at + 1 + 4 + 8);
-  bytes[at] = 1;
-  std::memcpy(bytes.data() + at + 1, &owner, 4);
-  std::memcpy(bytes.data() + at + 5, &id, 8);
+  at[0] = 1;
+  std::memcpy(at + 1, &owner, 4);
+  std::memcpy(at + 5, &id, 8);
   pinned.push_back(ref);
 }
 
 std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args) {
   return Cluster::instance().call_store(pid, k, std::move(args));
 }
-std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
+ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
   return Cluster::instance().call_fetch(pid, k, std::move(args));
 }
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {

@@ -23,6 +23,11 @@ std::atomic<uint64_t> g_running_generation{0};
 // Collects a kernel's result through the plugin ABI's sink.
 struct SinkState {
   std::string result;
+  // Where a large result may go instead of `result` (the connection's shared memory), and
+  // whether it went there.
+  const std::function<unsigned char*(size_t)>* lend = nullptr;
+  unsigned char* lent = nullptr;
+  size_t lent_bytes = 0;
   bool reserved = false;
   bool failed = false;
   std::string message;
@@ -31,6 +36,10 @@ struct SinkState {
 unsigned char* sink_reserve(void* ctx, size_t bytes) {
   auto* s = static_cast<SinkState*>(ctx);
   s->reserved = true;
+  if (s->lend && *s->lend && (s->lent = (*s->lend)(bytes))) {
+    s->lent_bytes = bytes;
+    return s->lent;
+  }
   s->result.resize(bytes);
   return reinterpret_cast<unsigned char*>(s->result.data());
 }
@@ -66,8 +75,13 @@ std::string not_loaded_message(const std::string& kernel, int pid) {
          " (load its plugin with everywhere)";
 }
 
-PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string args) {
-  PendingCall p{std::move(call), std::move(args), {}, nullptr, {},
+PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string args,
+                        std::shared_ptr<wire::BulkPayload> lent) {
+  if (lent && call.mode == wire::CallMode::kBatch) {
+    args.assign(reinterpret_cast<const char*>(lent->data()), lent->size());
+    lent.reset();
+  }
+  PendingCall p{std::move(call), std::move(args), std::move(lent), {}, nullptr, {},
                 g_interrupt_generation.load()};
   p.kernel = ctx.registry.find(p.call.kernel_id);
   if (p.call.mode == wire::CallMode::kBatch) {
@@ -80,7 +94,9 @@ PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string arg
     return p;
   }
   try {
-    p.parsed = parse_args(p.args);
+    p.parsed = p.lent_args ? parse_args(reinterpret_cast<const char*>(p.lent_args->data()),
+                                        p.lent_args->size())
+                           : parse_args(p.args);
   } catch (const Error& e) {
     p.arrival_error = e.what();
     return p;
@@ -102,8 +118,10 @@ CallOutcome cancelled(const ExecContext& ctx, const std::string& kernel) {
 }
 
 SinkState invoke(const ExecContext& ctx, const KernelEntry& kernel,
-                 const std::vector<dj_arg>& args) {
+                 const std::vector<dj_arg>& args,
+                 const std::function<unsigned char*(size_t)>* lend = nullptr) {
   SinkState state;
+  state.lend = lend;
   dj_sink sink{&state, &sink_reserve, &sink_fail};
   ScopedSegmentTable segments(ctx.segments);
   kernel.invoke(args.data(), args.size(), &sink);
@@ -240,7 +258,9 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
   }
 
   if (p.call.chunk_op != wire::ChunkOp::kNone) return run_elementwise(ctx, p, args);
-  SinkState state = invoke(ctx, *p.kernel, args);
+  SinkState state = invoke(ctx, *p.kernel, args,
+                           p.call.mode == wire::CallMode::kFetch ? &ctx.lend_result : nullptr);
+  if (state.lent && (state.failed || !state.reserved) && ctx.unlend_result) ctx.unlend_result();
   if (state.failed && is_interrupted()) {
     return failure(ErrorKind::Cancelled,
                    "on worker " + std::to_string(pid) + ": kernel '" + name +
@@ -262,6 +282,8 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
   CallOutcome out;
   out.ok = true;
   out.result = std::move(state.result);
+  out.lent_bytes = state.lent ? state.lent_bytes : 0;
+  out.result_lent = state.lent != nullptr;
   return out;
 }
 
@@ -281,7 +303,9 @@ bool is_interrupted() noexcept {
 CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
   g_running_generation = p.generation;
   if (is_interrupted()) return cancelled(ctx, p.call.kernel_name);
-  return run_parsed(ctx, p, p.parsed, p.args.data());
+  return run_parsed(ctx, p, p.parsed,
+                    p.lent_args ? reinterpret_cast<const char*>(p.lent_args->data())
+                                : p.args.data());
 }
 
 std::string execute_batch(const ExecContext& ctx, PendingCall& p) {

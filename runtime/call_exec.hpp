@@ -14,13 +14,17 @@
 #include "plugins/registry.hpp"
 #include "shm/segment.hpp"
 #include "value_store.hpp"
+#include "wire/bulk.hpp"
 #include "wire/codec.hpp"
 
 namespace dj::detail {
 
 struct CallOutcome {
   bool ok = false;
-  std::string result;  // Encoded result when ok.
+  std::string result;  // Encoded result when ok (empty when result_lent).
+  // The result was written into ExecContext::lend_result's memory (lent_bytes of it).
+  bool result_lent = false;
+  size_t lent_bytes = 0;
   wire::RemoteError error;
 };
 
@@ -32,6 +36,10 @@ struct ExecContext {
   std::function<StoredValue(int owner, uint64_t ref)> fetch_remote;
   // The SharedArray segments mapped in this process: kernels' SharedArray arguments attach here.
   SegmentTable* segments = nullptr;
+  // Room for a fetch-mode call's large result in the connection's shared memory, or nullptr
+  // (wire::BulkArena::reserve); unlend_result gives it back if the kernel then fails.
+  std::function<unsigned char*(size_t)> lend_result;
+  std::function<void()> unlend_result;
 };
 
 // Interrupts are a generation count: interrupt_all() cancels every call accepted before it
@@ -44,14 +52,19 @@ bool is_interrupted() noexcept;
 struct PendingCall {
   wire::Call call;
   std::string args;
+  // Arguments lent by a same-host master (wire/bulk.hpp; then `args` is empty): read in place,
+  // and dropped as soon as the kernel has run, which hands the memory back.
+  std::shared_ptr<wire::BulkPayload> lent_args;
   std::vector<ParsedArg> parsed;
   std::shared_ptr<const KernelEntry> kernel;  // null: not loaded here
   std::string arrival_error;                  // set when the blob is malformed
   uint64_t generation = 0;                    // interrupt generation at arrival
 };
 
-// Parses and pins; never throws (problems are recorded for execute_call to report).
-PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string args);
+// Parses and pins; never throws (problems are recorded for execute_call to report). A batch's
+// lent arguments are copied (a batch is read element by element from a string).
+PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string args,
+                        std::shared_ptr<wire::BulkPayload> lent = nullptr);
 
 // Runs the call. Never throws: every failure becomes a CallOutcome error that names the
 // worker, the kernel and the problem.

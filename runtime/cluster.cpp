@@ -84,11 +84,51 @@ bool WorkerLink::send(const wire::Message& message, const std::string& payload) 
   g_payload_bytes_sent.fetch_add(payload.size());
   std::lock_guard lock(write_mu);
   try {
-    wire::write_frame(socket.get(), message, payload);
+    if (!bulk || !arena.try_send(socket.get(), message,
+                                 reinterpret_cast<const unsigned char*>(payload.data()),
+                                 payload.size())) {
+      wire::write_frame(socket.get(), message, payload);
+    }
     return true;
   } catch (const Error&) {
     return false;
   }
+}
+
+bool WorkerLink::send_args(const wire::Message& message, ArgBlob& args) {
+  if (!args.lent) return send(message, args.bytes);
+  auto& room = *args.lent;
+  if (room.link.get() != this) {  // Reserved on another link: cannot happen, but stay correct.
+    std::string copy(reinterpret_cast<const char*>(room.data), room.size);
+    args.lent.reset();
+    return send(message, copy);
+  }
+  g_payload_bytes_sent.fetch_add(room.size);
+  std::lock_guard lock(write_mu);
+  try {
+    room.sent = true;  // sent or not, send_reserved gives the arena back on failure
+    arena.send_reserved(socket.get(), message, room.size);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+std::shared_ptr<ArgBlob::LentRoom> Cluster::lend_room(int pid, size_t bytes) {
+  std::shared_ptr<WorkerLink> link;
+  {
+    std::lock_guard lock(mu_);
+    auto it = links_.find(pid);
+    if (it == links_.end() || !it->second->bulk) return nullptr;
+    link = it->second;
+  }
+  unsigned char* room = link->arena.reserve(bytes);
+  if (!room) return nullptr;
+  auto lent = std::make_shared<ArgBlob::LentRoom>();
+  lent->link = std::move(link);
+  lent->data = room;
+  lent->cap = bytes;
+  return lent;
 }
 
 Cluster& Cluster::instance() {
@@ -140,7 +180,8 @@ Cluster* Cluster::existing() noexcept {
 Cluster::Cluster()
     : cookie_((ignore_sigpipe(), to_hex_cookie())),
       ctx_{registry_, store_, 1,
-           [this](int owner, uint64_t ref) { return fetch_from(owner, ref); }, &segments_},
+           [this](int owner, uint64_t ref) { return fetch_from(owner, ref); },
+           &segments_, {}, {}},
       wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)) {
   // Segments of masters that died before unlinking them (SIGKILL while workers mapped one),
@@ -289,6 +330,13 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
                 unix_field.rfind("unix:@", 0) == 0 ? unix_field.substr(6) : std::string(),
                 welcome->boot_id};
   link->out_partial = rest;
+  if (same_host) {
+    link->bulk = true;
+    std::weak_ptr<WorkerLink> weak = link;
+    link->reader.accept_bulk([weak](uint64_t token) {
+      if (auto l = weak.lock()) l->send(wire::BulkFree{token});
+    });
+  }
   return link;
 }
 

@@ -36,6 +36,9 @@ struct WorkerLink {
   WorkerLink(int pid, std::unique_ptr<LaunchedWorker> process, Fd socket);
   // Sends one frame. Returns false if the worker is gone (the I/O thread will retire it).
   bool send(const wire::Message& message, const std::string& payload = {});
+  // Sends a call with its arguments: from the shared memory they were encoded into when lent
+  // (ArgBlob::lent, reserved on this link's arena), else from ArgBlob::bytes.
+  bool send_args(const wire::Message& message, ArgBlob& args);
 
   const int pid;
   std::unique_ptr<LaunchedWorker> process;
@@ -47,6 +50,9 @@ struct WorkerLink {
   wire::Peer peer;
   bool direct = true;
   std::mutex write_mu;
+  // Same-host link: large payloads go through shared memory (wire/bulk.hpp) both ways.
+  bool bulk = false;
+  wire::BulkArena arena;  // the master's memory for large payloads to this worker
   std::atomic<int> in_flight{0};
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
   bool is_local = false;              // started by LocalManager: interrupt() may replace it
@@ -79,6 +85,18 @@ struct WorkerLink {
   std::unordered_map<uint64_t, std::vector<std::shared_ptr<const void>>> pins;
 };
 
+// Room in a worker link's arena, reserved while an ArgBlob is encoded into it; given back
+// unless the call that carries it was sent.
+struct ArgBlob::LentRoom {
+  std::shared_ptr<WorkerLink> link;
+  unsigned char* data = nullptr;
+  size_t cap = 0, size = 0;
+  bool sent = false;
+  ~LentRoom() {
+    if (!sent) link->arena.cancel();
+  }
+};
+
 class Cluster {
  public:
   // The master's cluster, created on first use (Distributed.jl's API is process-wide, so dj's
@@ -105,7 +123,10 @@ class Cluster {
                     const std::string& signature) const;
 
   std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
-  std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+  ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+  // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or
+  // nullptr (not such a worker, unknown pid, or the room is in use).
+  std::shared_ptr<ArgBlob::LentRoom> lend_room(int pid, size_t bytes);
   void call_discard(int pid, const CallTarget& k, ArgBlob&& args);
   // Sends a batch-mode call (pmap); `then` runs on the I/O thread (or the local executor) with
   // the Result, or with a Disconnected Result if the worker dies.
@@ -189,6 +210,8 @@ class Cluster {
   // Pings workers silent for a quarter of the heartbeat timeout while the master awaits
   // something from them; kills and retires those silent for the whole timeout.
   void check_heartbeats();
+  // Frees the memory of bulk arenas idle for wire::kBulkIdleTrim (I/O thread).
+  void trim_bulk_arenas();
   // Reads and handles one frame from the link (caller holds read_mu). False once retired.
   bool read_one(const std::shared_ptr<WorkerLink>& link);
   // Waits for `reply`, reading the link's socket itself when no other thread is.

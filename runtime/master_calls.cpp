@@ -58,7 +58,7 @@ std::shared_ptr<RefState> Cluster::call_store(int pid, const CallTarget& k, ArgB
     if (!args.pinned.empty()) link->pins[id] = std::move(args.pinned);
     link->in_flight.fetch_add(1);
   }
-  link->send(make_call(k, wire::CallMode::kStore, 0, ref->id), args.bytes);
+  link->send_args(make_call(k, wire::CallMode::kStore, 0, ref->id), args);
   return ref;
 }
 
@@ -74,17 +74,23 @@ std::pair<std::shared_ptr<WorkerLink>, uint64_t> Cluster::register_call(
   return {link, id};
 }
 
-std::string Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
+ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
   if (pid == 1) {
     auto ref = call_store(1, k, std::move(args));
-    return fetch(*ref);
+    return ser::Bytes(fetch(*ref));
   }
   auto reply = std::make_shared<Reply>();
+  reply->takes_bulk = true;  // a large result is decoded where the worker wrote it
   auto [link, id] = register_call(pid, reply, std::move(args.pinned));
-  link->send(make_call(k, wire::CallMode::kFetch, id, 0), args.bytes);
+  link->send_args(make_call(k, wire::CallMode::kFetch, id, 0), args);
   const wire::Message& m = await(link, *reply);
   throw_if_failed(m);
-  return std::move(reply->payload);
+  if (reply->bulk) {
+    const unsigned char* data = reply->bulk->data();
+    size_t size = reply->bulk->size();
+    return ser::Bytes(data, size, std::move(reply->bulk));
+  }
+  return ser::Bytes(std::move(reply->payload));
 }
 
 void Cluster::call_discard(int pid, const CallTarget& k, ArgBlob&& args) {
@@ -104,7 +110,7 @@ void Cluster::call_discard(int pid, const CallTarget& k, ArgBlob&& args) {
       link->in_flight.fetch_add(1);
     }
   }
-  link->send(make_call(k, wire::CallMode::kDiscard, 0, ref_id), args.bytes);
+  link->send_args(make_call(k, wire::CallMode::kDiscard, 0, ref_id), args);
 }
 
 void Cluster::call_batch(int pid, const CallTarget& k, std::string payload, uint32_t count,

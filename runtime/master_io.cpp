@@ -94,7 +94,7 @@ bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
         retire(link, "");
         return false;
       }
-      payload_bytes_received_.fetch_add(frame->payload.size());
+      payload_bytes_received_.fetch_add(frame->bytes().size());
       on_frame(link, std::move(*frame));
     } while (link->reader.has_buffered_frame());
     return true;
@@ -163,10 +163,14 @@ void Cluster::io_main() {
     // it once borrowing stops; otherwise sleep until an event.
     int timeout = some_link_disarmed_.load() ? 1 : -1;
     int heartbeat = heartbeat_tick_ms();
+    if (wire::BulkArena::held_count() > 0) heartbeat = heartbeat < 0 ? 1000 : std::min(heartbeat, 1000);
     if (heartbeat >= 0 && (timeout < 0 || heartbeat < timeout)) timeout = heartbeat;
     int n = ::epoll_wait(epoll_fd_.get(), events, 64, timeout);
     if (some_link_disarmed_.load()) rearm_idle_links();
-    if (heartbeat >= 0) check_heartbeats();
+    if (heartbeat >= 0) {
+      check_heartbeats();
+      trim_bulk_arenas();
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       log_line(std::string("master I/O loop: epoll_wait failed: ") + std::strerror(errno));
@@ -222,6 +226,17 @@ int Cluster::heartbeat_tick_ms() const {
   // never woken.
   std::lock_guard lock(mu_);
   return links_.empty() ? -1 : static_cast<int>(std::max<int64_t>(timeout / 4, 1));
+}
+
+void Cluster::trim_bulk_arenas() {
+  if (wire::BulkArena::held_count() == 0) return;
+  std::vector<std::shared_ptr<WorkerLink>> links;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [pid, link] : links_) links.push_back(link);
+  }
+  auto now = std::chrono::steady_clock::now();
+  for (auto& link : links) link->arena.trim_idle(now);
 }
 
 void Cluster::check_heartbeats() {
@@ -304,6 +319,12 @@ bool Cluster::pump_output(WorkerLink& link, bool err) {
 void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame) {
   link->last_heard_ns = now_ns();
   if (std::holds_alternative<wire::Pong>(frame.message)) return;  // last_heard is the answer
+  if (auto* free = std::get_if<wire::BulkFree>(&frame.message)) {
+    link->arena.released(free->token);
+    return;
+  }
+  // Only a fetch's Result is read where the worker lent it; anything else keeps a copy.
+  if (frame.bulk && !std::holds_alternative<wire::Result>(frame.message)) frame.materialize();
   if (auto* done = std::get_if<wire::CallDone>(&frame.message)) {
     std::shared_ptr<RefState> ref;
     std::vector<std::shared_ptr<const void>> unpinned;  // destroyed after the lock is released
@@ -356,7 +377,8 @@ void Cluster::on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& fr
     }
   }
   if (reply->is_call) link->in_flight.fetch_sub(1);
-  reply->complete(std::move(frame.message), std::move(frame.payload));
+  if (!reply->takes_bulk) frame.materialize();
+  reply->complete(std::move(frame.message), std::move(frame.payload), std::move(frame.bulk));
 }
 
 std::optional<std::string> Cluster::worker_to_worker_refused(int requester, int owner,

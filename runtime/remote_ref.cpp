@@ -29,12 +29,13 @@ void RefState::wait() const {
   if (status == RefStatus::kFailed) throw to_error(error);
 }
 
-void Reply::complete(wire::Message m, std::string bytes) {
+void Reply::complete(wire::Message m, std::string bytes, std::shared_ptr<wire::BulkPayload> lent) {
   {
     std::lock_guard lock(mu);
     if (done) return;
     message = std::move(m);
     payload = std::move(bytes);
+    bulk = std::move(lent);
     done = true;
     cv.notify_all();
   }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "dj/error.hpp"
+#include "wire/bulk.hpp"
 #include "wire/codec.hpp"
 
 namespace dj::detail {
@@ -46,7 +47,8 @@ struct RefState {
 struct Reply {
   // Completes the reply; runs `then` (if set) on the completing thread instead of waking a
   // waiter. Thread-safety: any thread; only the first completion counts.
-  void complete(wire::Message message, std::string payload);
+  void complete(wire::Message message, std::string payload,
+                std::shared_ptr<wire::BulkPayload> bulk = nullptr);
   // Blocks until complete and returns the message. Lifetime: payload stays in the Reply.
   const wire::Message& wait();
 
@@ -56,6 +58,10 @@ struct Reply {
   bool done = false;       // guarded by mu
   wire::Message message;   // guarded by mu until done, then immutable
   std::string payload;     // guarded by mu until done, then immutable
+  // A large payload lent by a same-host worker (then `payload` is empty); only for a waiter
+  // that reads it in place (takes_bulk), else the I/O thread copies it into `payload`.
+  std::shared_ptr<wire::BulkPayload> bulk;
+  bool takes_bulk = false;  // set before the request is sent
   bool is_call = false;    // counts toward the worker's in-flight calls
 };
 

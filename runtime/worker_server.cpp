@@ -38,14 +38,20 @@ WorkerServer::WorkerServer(std::string cookie, Fd listener, Fd local_listener)
       local_listener_(std::move(local_listener)),
       peer_links_(cookie_),
       ctx_{registry_, store_, 0,
-           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); }, &segments_},
+           [this](int owner, uint64_t ref) { return fetch_remote(owner, ref); },
+           &segments_, {}, {}},
       timer_fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
-      takeover_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      takeover_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      trim_wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!trim_wake_fd_) throw_errno("eventfd", "worker");
   if (!timer_fd_) throw_errno("timerfd_create", "worker");
   if (!takeover_fd_) throw_errno("eventfd", "worker");
   set_nonblocking(listener_.get(), true);
   set_nonblocking(local_listener_.get(), true);
   spare_fd_ = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  // A fetch's large result is encoded straight into the shared memory it goes back in.
+  ctx_.lend_result = [this](size_t n) { return bulk_ ? arena_.reserve(n) : nullptr; };
+  ctx_.unlend_result = [this] { arena_.cancel(); };
   set_master_requester([this](wire::ChannelOp op, std::string item) {
     return channel_request(std::move(op), std::move(item));
   });
@@ -190,7 +196,7 @@ void WorkerServer::handle_pending_peer(size_t index) {
       if (peer.in.size() < want || want == wire::kFramePrefixBytes) return;  // more to come
     }
     wire::Frame frame{wire::decode(peer.in.data() + wire::kFramePrefixBytes,
-                                   peer.in.size() - wire::kFramePrefixBytes), {}};
+                                   peer.in.size() - wire::kFramePrefixBytes), {}, {}};
     if (!check_hello(frame, why)) return drop_peer(index, why);
     const auto& hello = std::get<wire::Hello>(frame.message);
     if (master_) accept_worker_peer(index, hello);
@@ -208,6 +214,15 @@ void WorkerServer::accept_master(size_t index, const wire::Hello& hello) {
   peers_.erase(peers_.begin() + static_cast<long>(index));
   set_nonblocking(master_.get(), false);
   reader_.emplace(master_.get());
+  // A master on this host (abstract Unix socket) lends and takes large payloads through
+  // shared memory (wire/bulk.hpp).
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(master_.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
+      ss.ss_family == AF_UNIX) {
+    bulk_ = true;
+    reader_->accept_bulk([this](uint64_t token) { send(wire::BulkFree{token}); });
+  }
   send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(), host_identity()});
 }
 
@@ -223,8 +238,9 @@ void WorkerServer::accept_worker_peer(size_t index, const wire::Hello& hello) {
 void WorkerServer::accept_step(int timeout_ms) {
   std::vector<pollfd> fds{{STDIN_FILENO, POLLIN, 0},
                           {listener_.get(), POLLIN, 0},
-                          {local_listener_.get(), POLLIN, 0}};
-  constexpr size_t kFirstPeer = 3;
+                          {local_listener_.get(), POLLIN, 0},
+                          {trim_wake_fd_.get(), POLLIN, 0}};
+  constexpr size_t kFirstPeer = 4;
   for (auto& p : peers_) fds.push_back({p.fd.get(), POLLIN, 0});
   auto now = Clock::now();
   for (auto& p : peers_) {
@@ -238,8 +254,24 @@ void WorkerServer::accept_step(int timeout_ms) {
     int bound = static_cast<int>(std::max<long>(left, 0));
     timeout_ms = timeout_ms < 0 ? bound : std::min(timeout_ms, bound);
   }
+  if (trim_pending_.load()) {  // wake up to give back an idle arena's memory
+    timeout_ms = timeout_ms < 0 ? 1000 : std::min(timeout_ms, 1000);
+  }
   int n = ::poll(fds.data(), fds.size(), timeout_ms);
   if (n < 0 && errno != EINTR) throw_errno("poll", "worker acceptor");
+  if (fds[3].revents) {
+    uint64_t count;
+    ssize_t ignored = ::read(trim_wake_fd_.get(), &count, sizeof count);
+    (void)ignored;
+  }
+  if (trim_pending_.load()) {
+    arena_.trim_idle(Clock::now());
+    // Cleared before the check, so a send racing with it sets it (and wakes us) again.
+    if (arena_.capacity() == 0) {
+      trim_pending_ = false;
+      if (arena_.capacity() != 0) arena_used();
+    }
+  }
   if (fds[0].revents) {
     char buf[256];
     ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
@@ -259,10 +291,24 @@ void WorkerServer::accept_step(int timeout_ms) {
   flush_drop_log(false);
 }
 
+void WorkerServer::arena_used() noexcept {
+  if (!trim_pending_.exchange(true)) {
+    uint64_t one = 1;
+    ssize_t ignored = ::write(trim_wake_fd_.get(), &one, sizeof one);  // the acceptor trims it
+    (void)ignored;
+  }
+}
+
 void WorkerServer::send(const wire::Message& message, const std::string& payload) {
   std::lock_guard lock(write_mu_);
   try {
-    wire::write_frame(master_.get(), message, payload);
+    if (bulk_ && arena_.try_send(master_.get(), message,
+                                 reinterpret_cast<const unsigned char*>(payload.data()),
+                                 payload.size())) {
+      arena_used();
+    } else {
+      wire::write_frame(master_.get(), message, payload);
+    }
   } catch (const Error& e) {
     exit_now(0, "");  // Master gone: nothing left to serve.
   }
@@ -346,7 +392,8 @@ void WorkerServer::serve() {
         handle_control(std::move(*frame));
         continue;
       }
-      PendingCall pending = accept_call(ctx_, std::move(*call), std::move(frame->payload));
+      PendingCall pending =
+          accept_call(ctx_, std::move(*call), std::move(frame->payload), std::move(frame->bulk));
       std::lock_guard q(queue_mu_);
       if (running_) {
         queue_.push_back(std::move(pending));
@@ -371,7 +418,9 @@ void WorkerServer::run_calls(PendingCall first) {
     if (current.call.mode == wire::CallMode::kBatch && current.arrival_error.empty()) {
       send(wire::Result{current.call.request_id, true, {}}, execute_batch(ctx_, current));
     } else {
-      reply(current, execute_call(ctx_, current));
+      CallOutcome outcome = execute_call(ctx_, current);
+      current.lent_args.reset();  // hands the master's memory back before the reply goes
+      reply(current, std::move(outcome));
     }
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
@@ -387,7 +436,18 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
   const wire::Call& call = p.call;
   switch (call.mode) {
     case wire::CallMode::kFetch:
-      send(wire::Result{call.request_id, outcome.ok, outcome.error}, outcome.result);
+      if (outcome.result_lent) {
+        std::lock_guard lock(write_mu_);
+        try {
+          arena_.send_reserved(master_.get(), wire::Result{call.request_id, true, {}},
+                               outcome.lent_bytes);
+          arena_used();
+        } catch (const Error&) {
+          exit_now(0, "");  // Master gone: nothing left to serve.
+        }
+      } else {
+        send(wire::Result{call.request_id, outcome.ok, outcome.error}, outcome.result);
+      }
       break;
     case wire::CallMode::kStore: {
       bool ok = outcome.ok;
@@ -453,6 +513,11 @@ StoredValue WorkerServer::ask_master(const std::function<void(uint64_t)>& send_r
 }
 
 void WorkerServer::handle_control(wire::Frame&& frame) {
+  if (auto* free = std::get_if<wire::BulkFree>(&frame.message)) {
+    arena_.released(free->token);
+    return;
+  }
+  frame.materialize();  // Only calls read a lent payload in place.
   std::visit(
       [&](auto&& m) {
         using M = std::decay_t<decltype(m)>;

@@ -114,6 +114,11 @@ class WorkerServer {
   ExecContext ctx_;
 
   std::mutex write_mu_;   // serialises frames to the master
+  bool bulk_ = false;     // the master is on this host: large payloads go through arena_
+  wire::BulkArena arena_;
+  // The acceptor trims arena_ once idle: woken (trim_wake_fd_) when a payload goes out through
+  // it, it polls with a timeout until the arena's memory is given back.
+  void arena_used() noexcept;
   std::mutex reader_mu_;  // held by the thread in the reader role
   Fd timer_fd_;           // armed while kernels run; the follower waits on it
   // Arming a timer costs a few microseconds on a VM, so it is not armed and disarmed per call:
@@ -122,6 +127,8 @@ class WorkerServer {
   std::atomic<bool> timer_armed_{false};
   std::atomic<int64_t> batch_start_ns_{0};  // when the running batch of kernels started
   Fd takeover_fd_;        // eventfd: "take the reader role now" (a kernel is blocked)
+  Fd trim_wake_fd_;       // eventfd: arena_ holds memory to trim (see arena_used)
+  std::atomic<bool> trim_pending_{false};
 
   std::mutex queue_mu_;
   std::deque<PendingCall> queue_;  // guarded by queue_mu_

@@ -180,6 +180,7 @@ void build(s::Message::Builder m, const Message& message) {
           [&](const StoreValue& v) { m.initStoreValue().setRefId(v.ref_id); },
           [&](const Ping& v) { m.initPing().setSeq(v.seq); },
           [&](const Pong& v) { m.initPong().setSeq(v.seq); },
+          [&](const BulkFree& v) { m.initBulkFree().setToken(v.token); },
           [&](const Peers& v) {
             auto list = m.initPeers().initEntries(static_cast<unsigned>(v.entries.size()));
             for (unsigned i = 0; i < list.size(); ++i) {
@@ -278,6 +279,7 @@ Message parse(s::Message::Reader m) {
     case s::Message::STORE_VALUE: return StoreValue{m.getStoreValue().getRefId()};
     case s::Message::PING: return Ping{m.getPing().getSeq()};
     case s::Message::PONG: return Pong{m.getPong().getSeq()};
+    case s::Message::BULK_FREE: return BulkFree{m.getBulkFree().getToken()};
     case s::Message::PEERS: {
       Peers out;
       auto entries = m.getPeers().getEntries();
@@ -358,7 +360,8 @@ const char* message_name(const Message& message) {
   static constexpr const char* kNames[] = {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
       "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
-      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared", "StoreValue", "Peers", "Ping", "Pong"};
+      "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared", "StoreValue", "Peers", "Ping", "Pong",
+      "BulkFree"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

@@ -141,11 +141,14 @@ struct Ping {
 struct Pong {
   uint64_t seq = 0;
 };
+struct BulkFree {
+  uint64_t token = 0;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
                              Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared,
-                             StoreValue, Peers, Ping, Pong>;
+                             StoreValue, Peers, Ping, Pong, BulkFree>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

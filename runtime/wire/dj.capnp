@@ -238,6 +238,14 @@ struct Pong {
   seq @0 :UInt64;
 }
 
+struct BulkFree {
+  # Either way on a same-host connection: the receiver of a bulk frame (a payload lent through
+  # the sender's shared memory, see runtime/wire/bulk.hpp) has read it and unmapped it; the
+  # sender may reuse its memory. Until then the sender sends large payloads through the socket.
+  # A token that is not the one lent out is ignored.
+  token @0 :UInt64;
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -263,5 +271,6 @@ struct Message {
     peers @20 :Peers;
     ping @21 :Ping;
     pong @22 :Pong;
+    bulkFree @23 :BulkFree;
   }
 }

@@ -69,18 +69,23 @@ void read_payload(int fd, std::string& out, uint64_t total,
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
                          uint64_t max_payload_bytes) {
   uint32_t magic = load_u32(prefix);
-  if (magic != kFrameMagic) {
+  if (magic != kFrameMagic && magic != kBulkFrameMagic) {
     char hex[16];
     std::snprintf(hex, sizeof hex, "0x%08x", magic);
     throw Error(ErrorKind::InvalidArgument,
                 std::string("dj wire: bad frame magic ") + hex + " (not a dj peer?)");
   }
-  FramePrefix p{load_u32(prefix + 4), load_u64(prefix + 8)};
+  FramePrefix p{load_u32(prefix + 4), load_u64(prefix + 8), magic == kBulkFrameMagic};
   if (p.header_bytes == 0 || p.header_bytes % 8 != 0 || p.header_bytes > kMaxHeaderBytes) {
     throw Error(ErrorKind::InvalidArgument, "dj wire: bad frame header length " +
                                                 std::to_string(p.header_bytes) +
                                                 " (must be a multiple of 8 in 8.." +
                                                 std::to_string(kMaxHeaderBytes) + ")");
+  }
+  if (p.bulk && p.payload_bytes != kBulkDescriptorBytes) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj wire: bulk frame with a descriptor of " + std::to_string(p.payload_bytes) +
+                    " bytes (must be " + std::to_string(kBulkDescriptorBytes) + ")");
   }
   if (p.payload_bytes > max_payload_bytes) {
     throw Error(ErrorKind::ResourceExhausted,
@@ -156,13 +161,50 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
   if (got == 0) return std::nullopt;
   if (got < sizeof prefix) throw disconnected_mid_frame(fd, "frame prefix");
   FramePrefix p = parse_prefix(prefix, max_payload_bytes);
+  if (p.bulk) throw Error(ErrorKind::InvalidArgument, "dj wire: unexpected bulk frame");
   std::string header(p.header_bytes, '\0');
   if (detail::read_full(fd, header.data(), header.size()) != header.size()) {
     throw disconnected_mid_frame(fd, "message header");
   }
-  Frame frame{decode(header), {}};
+  Frame frame{decode(header), {}, {}};
   if (p.payload_bytes) read_payload(fd, frame.payload, p.payload_bytes);
   return frame;
+}
+
+FrameReader::~FrameReader() {
+  for (int fd : fds_) detail::close_quietly(fd);
+}
+
+void FrameReader::accept_bulk(std::function<void(uint64_t)> release) {
+  bulk_release_ = std::move(release);
+  accept_bulk_ = true;
+}
+
+// A frame's descriptor arrives with its bytes: recvmsg keeps them when bulk frames are taken.
+// More descriptors than bulk frames (only a hostile peer sends them) are closed at once.
+ssize_t FrameReader::read_some(char* at, size_t n) {
+  if (!accept_bulk_) return ::read(fd_, at, n);
+  constexpr size_t kMaxQueued = 4;
+  iovec iov{at, n};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxQueued)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+  if (r < 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (fds_.size() < kMaxQueued) fds_.push_back(fd);
+      else detail::close_quietly(fd);
+    }
+  }
+  return r;
 }
 
 bool FrameReader::fill(size_t at_least) {
@@ -184,7 +226,7 @@ bool FrameReader::fill(size_t at_least) {
     }
     ssize_t r;
     do {
-      r = ::read(fd_, buf_.get() + end_, cap_ - end_);
+      r = read_some(buf_.get() + end_, cap_ - end_);
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
       if (errno == ECONNRESET) return false;
@@ -216,8 +258,32 @@ std::optional<Frame> FrameReader::next() {
   std::memcpy(prefix, buf_.get() + start_, sizeof prefix);
   FramePrefix p = parse_prefix(prefix, max_payload_);
   if (!fill(kFramePrefixBytes + p.header_bytes)) throw disconnected_mid_frame(fd_, "message header");
-  Frame frame{decode(buf_.get() + start_ + kFramePrefixBytes, p.header_bytes), {}};
+  Frame frame{decode(buf_.get() + start_ + kFramePrefixBytes, p.header_bytes), {}, {}};
   start_ += kFramePrefixBytes + p.header_bytes;
+  if (p.bulk) {
+    if (!fill(kBulkDescriptorBytes)) throw disconnected_mid_frame(fd_, "bulk descriptor");
+    uint64_t length = load_u64(reinterpret_cast<const unsigned char*>(buf_.get() + start_));
+    uint64_t token = load_u64(reinterpret_cast<const unsigned char*>(buf_.get() + start_ + 8));
+    start_ += kBulkDescriptorBytes;
+    if (!accept_bulk_) {
+      throw Error(ErrorKind::InvalidArgument,
+                  "dj wire: bulk frame on a connection that carries none (not same-host)");
+    }
+    if (fds_.empty()) {
+      throw Error(ErrorKind::InvalidArgument, "dj wire: bulk frame without its memory");
+    }
+    if (length > max_payload_) {
+      detail::close_quietly(fds_.front());
+      fds_.pop_front();
+      throw Error(ErrorKind::ResourceExhausted,
+                  "dj wire: bulk payload of " + std::to_string(length) +
+                      " bytes exceeds the limit of " + std::to_string(max_payload_));
+    }
+    int fd = fds_.front();
+    fds_.pop_front();
+    frame.bulk = map_bulk_payload(fd, length, token, bulk_release_);
+    return frame;
+  }
   if (p.payload_bytes == 0) return frame;
   size_t taken = std::min<uint64_t>(buffered(), p.payload_bytes);
   if (taken == p.payload_bytes) {
@@ -239,11 +305,15 @@ Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes) {
   unsigned char prefix[kFramePrefixBytes];
   std::memcpy(prefix, bytes.data(), sizeof prefix);
   FramePrefix p = parse_prefix(prefix, max_payload_bytes);
+  if (p.bulk) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj wire: bulk frame without its memory (only a same-host connection carries one)");
+  }
   if (bytes.size() - kFramePrefixBytes != p.header_bytes + p.payload_bytes) {
     throw Error(ErrorKind::InvalidArgument, "dj wire: frame length does not match its prefix");
   }
   Frame frame{decode(bytes.substr(kFramePrefixBytes, p.header_bytes)),
-              bytes.substr(kFramePrefixBytes + p.header_bytes)};
+              bytes.substr(kFramePrefixBytes + p.header_bytes), {}};
   return frame;
 }
 

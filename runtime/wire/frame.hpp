@@ -11,10 +11,14 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
+#include "wire/bulk.hpp"
 #include "wire/codec.hpp"
 
 namespace dj::wire {
@@ -27,14 +31,31 @@ inline constexpr uint64_t kDefaultMaxPayloadBytes = uint64_t{16} << 30;
 struct Frame {
   Message message;
   std::string payload;
+  // A bulk frame's payload, lent by the sender (then `payload` is empty): see wire/bulk.hpp.
+  std::shared_ptr<BulkPayload> bulk;
+
+  // The payload wherever it is.
+  std::string_view bytes() const {
+    return bulk ? std::string_view(reinterpret_cast<const char*>(bulk->data()), bulk->size())
+                : std::string_view(payload);
+  }
+  // Copies a lent payload into `payload` and hands the memory back (for the messages that keep
+  // their payload: only calls and results are read in place).
+  void materialize() {
+    if (!bulk) return;
+    payload.assign(reinterpret_cast<const char*>(bulk->data()), bulk->size());
+    bulk.reset();
+  }
 };
 
 struct FramePrefix {
   uint32_t header_bytes = 0;
   uint64_t payload_bytes = 0;
+  bool bulk = false;  // magic 'DJ02': the payload is a bulk descriptor (wire/bulk.hpp)
 };
 
 // Validates a prefix. Throws dj::Error(InvalidArgument) naming the bad field and its value.
+// A bulk prefix ('DJ02') is accepted with a payload of exactly the descriptor's 16 bytes.
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
                          uint64_t max_payload_bytes);
 
@@ -45,7 +66,8 @@ void write_frame(int fd, const Message& message, const std::string& payload = {}
 void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes);
 
 // Reads one frame from a blocking fd. Returns nullopt on a clean EOF before the first byte.
-// Throws: dj::Error(Disconnected) on EOF or error mid-frame, InvalidArgument on a bad frame.
+// Throws: dj::Error(Disconnected) on EOF or error mid-frame, InvalidArgument on a bad frame
+// (a bulk frame included: this reader takes no descriptors).
 std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
 
 // Reads frames from a blocking fd through a buffer, so that a small frame costs one read()
@@ -55,6 +77,13 @@ class FrameReader {
  public:
   explicit FrameReader(int fd, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes)
       : fd_(fd), max_payload_(max_payload_bytes) {}
+  ~FrameReader();
+  FrameReader(const FrameReader&) = delete;
+  FrameReader& operator=(const FrameReader&) = delete;
+  // Takes bulk frames on this (same-host Unix) connection: reads passed descriptors along with
+  // the bytes, and maps each bulk payload; `release(token)` runs when the payload is dropped
+  // (it sends BulkFree). Without this, a bulk frame is refused as malformed. Call before next().
+  void accept_bulk(std::function<void(uint64_t)> release);
   // Blocks until a whole frame is in. Returns nullopt on EOF at a frame boundary.
   // Throws like read_frame.
   std::optional<Frame> next();
@@ -65,6 +94,7 @@ class FrameReader {
 
  private:
   bool fill(size_t at_least);  // false on EOF
+  ssize_t read_some(char* at, size_t n);
   size_t buffered() const { return end_ - start_; }
   static constexpr size_t kChunk = 64 * 1024;
   int fd_;
@@ -72,6 +102,9 @@ class FrameReader {
   std::unique_ptr<char[]> buf_;  // never zero-filled: only [start_, end_) is meaningful
   size_t cap_ = 0, start_ = 0, end_ = 0;
   std::atomic<uint64_t> bytes_read_{0};
+  std::function<void(uint64_t)> bulk_release_;
+  bool accept_bulk_ = false;
+  std::deque<int> fds_;  // descriptors received, in order, for the bulk frames they came with
 };
 
 // Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.

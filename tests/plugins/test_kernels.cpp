@@ -31,6 +31,12 @@ std::vector<double> scale(const std::vector<double>& v, double k) {
   for (auto& x : out) x *= k;
   return out;
 }
+// scale, except k == 0 throws and k < 0 kills the worker (a large argument lost mid-call).
+std::vector<double> scale_or_fail(const std::vector<double>& v, double k) {
+  if (k == 0) throw std::runtime_error("scale_or_fail: k is zero");
+  if (k < 0) std::abort();
+  return scale(v, k);
+}
 std::vector<std::vector<int32_t>> transpose(const std::vector<std::vector<int32_t>>& m) {
   std::vector<std::vector<int32_t>> t(m.empty() ? 0 : m[0].size(), std::vector<int32_t>(m.size()));
   for (size_t i = 0; i < m.size(); ++i)
@@ -163,7 +169,7 @@ std::string env_value(const std::string& name) {
   return v ? v : "";
 }
 
-DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
+DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami), DJ_KERNEL(scale_or_fail),
           DJ_KERNEL(os_pid), DJ_KERNEL(greet), DJ_KERNEL(scale), DJ_KERNEL(transpose),
           DJ_KERNEL(cross), DJ_KERNEL(describe), DJ_KERNEL(transpose_matrix), DJ_KERNEL(move),
           DJ_KERNEL(negate_flag), DJ_KERNEL(big_vector), DJ_KERNEL(sum), DJ_KERNEL(length),

@@ -186,6 +186,9 @@ struct RefState;  // A remote value's identity and completion state (runtime/rem
 class ArgBlob {
  public:
   ArgBlob();
+  // For a call to `pid`: once the arguments reach wire::kBulkMinBytes and pid is a worker on
+  // this host, they are encoded straight into its connection's shared memory (`lent`).
+  explicit ArgBlob(int pid);
   template <class T>
   void add_value(const T& v) {
     ser::Writer counter;
@@ -194,13 +197,18 @@ class ArgBlob {
     ser::Codec<T>::write(w, v);
   }
   void add_ref(const std::shared_ptr<RefState>& ref);
-  std::string bytes;  // Encoded arguments, see runtime/call_exec.hpp.
+  std::string bytes;  // Encoded arguments, see runtime/call_exec.hpp (empty when lent).
   // Futures (RefState) and SharedArrays (SharedState) passed: kept until the call ends, so a
   // handle dropped right after the call is sent cannot free what the call is about to use.
   std::vector<std::shared_ptr<const void>> pinned;
+  struct LentRoom;  // runtime/api.cpp: the reserved shared memory holding the bytes instead
+  std::shared_ptr<LentRoom> lent;
 
  private:
   unsigned char* begin_value(size_t n);
+  unsigned char* append(size_t n);  // n more bytes at the end, wherever the bytes are
+  unsigned char* start();           // the first byte (the argument count)
+  int pid_ = 0;
 };
 
 struct CallTarget {
@@ -211,7 +219,7 @@ struct CallTarget {
 };
 
 std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
-std::string call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args);
 void call_discard(int pid, const CallTarget& k, ArgBlob&& args);
 int least_loaded_worker();
@@ -353,7 +361,7 @@ void add_arg(ArgBlob& blob, int pid, const Arg& arg) {
 template <class... A, class... Args>
 ArgBlob encode_args(int pid, const Args&... args) {
   static_assert(sizeof...(A) == sizeof...(Args), "dj: wrong number of arguments for kernel");
-  ArgBlob blob;
+  ArgBlob blob(pid);
   (add_arg<A>(blob, pid, args), ...);
   (void)pid;  // unused by kernels without arguments
   return blob;
@@ -372,7 +380,7 @@ Future<R> remotecall(const Kernel<R(A...)>& k, int pid, const Args&... args) {
 // Blocks: until the result arrives. Throws: the call's error.
 template <class R, class... A, class... Args>
 R remotecall_fetch(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  std::string bytes = detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
+  ser::Bytes bytes = detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
   if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
 }
 

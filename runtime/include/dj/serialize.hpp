@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -59,6 +60,13 @@ class Reader {
     T v;
     bytes(&v, sizeof v);
     return v;
+  }
+  // The next n bytes in place (for a bulk copy straight into their destination).
+  const unsigned char* take(size_t n) {
+    need(n);
+    const unsigned char* at = p_;
+    p_ += n;
+    return at;
   }
   // Reads an element count and checks that count * min_elem_bytes bytes remain, so that a
   // corrupt count can never make the decoder allocate more than the input justifies.
@@ -133,13 +141,16 @@ struct Codec<std::vector<T>> {
     }
   }
   static std::vector<T> read(Reader& r) {
-    std::vector<T> v(r.count(Codec<T>::kMinBytes));
     if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
-      r.bytes(v.data(), v.size() * sizeof(T));
+      // Constructed from the bytes (a memmove), not zero-filled first and then copied.
+      size_t n = r.count(Codec<T>::kMinBytes);
+      const auto* first = reinterpret_cast<const T*>(r.take(n * sizeof(T)));
+      return std::vector<T>(first, first + n);
     } else {
+      std::vector<T> v(r.count(Codec<T>::kMinBytes));
       for (size_t i = 0; i < v.size(); ++i) v[i] = Codec<T>::read(r);
+      return v;
     }
-    return v;
   }
 };
 
@@ -288,6 +299,30 @@ T from_bytes(const unsigned char* p, size_t n) {
 template <class T>
 T from_bytes(const std::string& s) {
   return from_bytes<T>(reinterpret_cast<const unsigned char*>(s.data()), s.size());
+}
+
+// Encoded bytes received from another process: held in a string, or lent (a same-host
+// worker's shared memory, mapped while `lease` lives: decoded in place, never copied whole).
+class Bytes {
+ public:
+  Bytes() = default;
+  explicit Bytes(std::string s) : owned_(std::move(s)) {}
+  Bytes(const unsigned char* data, size_t size, std::shared_ptr<const void> lease)
+      : lent_(data), lent_size_(size), lease_(std::move(lease)) {}
+  const unsigned char* data() const {
+    return lease_ ? lent_ : reinterpret_cast<const unsigned char*>(owned_.data());
+  }
+  size_t size() const { return lease_ ? lent_size_ : owned_.size(); }
+
+ private:
+  std::string owned_;
+  const unsigned char* lent_ = nullptr;
+  size_t lent_size_ = 0;
+  std::shared_ptr<const void> lease_;
+};
+template <class T>
+T from_bytes(const Bytes& b) {
+  return from_bytes<T>(b.data(), b.size());
 }
 
 }  // namespace dj::ser
