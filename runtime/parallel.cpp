@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <string_view>
+#include <unordered_map>
 
 #include "cluster.hpp"
 #include "dj/dj.hpp"
@@ -126,7 +127,6 @@ PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& opt
   const size_t n = args.offsets.size();
   PmapResult result;
   result.values.resize(n);
-  result.errors.resize(n);
   auto element = [&](size_t i) {
     size_t end = i + 1 < n ? args.offsets[i + 1] : args.buffer.size();
     return std::string_view(args.buffer).substr(args.offsets[i], end - args.offsets[i]);
@@ -147,7 +147,7 @@ PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& opt
   std::deque<size_t> todo;
   for (size_t i = 0; i < n; ++i) todo.push_back(i);
   std::multimap<Clock::time_point, size_t> retry_at;  // element -> when it may run again
-  std::vector<size_t> attempts(n, 0);
+  std::unordered_map<size_t, size_t> attempts;  // failed elements -> runs so far (sparse)
   std::map<int, int> in_flight;  // live workers of this pmap -> batches in flight
   std::set<int> dead;
   for (int pid : pids) in_flight[pid] = 0;
@@ -201,7 +201,7 @@ PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& opt
     if (retry) {
       retry_at.emplace(Clock::now() + options.retry_delays[attempt], i);
     } else {
-      result.errors[i] = err;
+      result.errors.insert_or_assign(i, err);
       ++done;
     }
   };
@@ -248,7 +248,7 @@ PmapResult pmap_run(const CallTarget& k, PmapArgs&& args, const PmapOptions& opt
       for (size_t i : todo) fail_or_retry(i, 0, gone);
       todo.clear();
       for (auto& [when, i] : retry_at) {
-        result.errors[i] = element_error(i, n, 0, *k.name, gone);
+        result.errors.insert_or_assign(i, element_error(i, n, 0, *k.name, gone));
         ++done;
       }
       retry_at.clear();

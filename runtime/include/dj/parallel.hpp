@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -125,7 +126,7 @@ struct PmapResult {
     size_t offset = 0, size = 0;
   };
   std::vector<Slot> values;                  // where element i's encoded result is
-  std::vector<std::optional<Error>> errors;  // per element: set where it failed for good
+  std::map<size_t, Error> errors;  // the elements that failed for good (few: kept sparse)
   template <class R>
   R decode(size_t i) const {
     const Slot& s = values[i];
@@ -158,7 +159,8 @@ std::vector<R> pmap(const Kernel<R(A)>& k, const C& collection, const PmapOption
   std::vector<R> out;
   out.reserve(r.values.size());
   for (size_t i = 0; i < r.values.size(); ++i) {
-    if (r.errors[i]) out.push_back(on_error(*r.errors[i]));
+    auto failed = r.errors.empty() ? r.errors.end() : r.errors.find(i);
+    if (failed != r.errors.end()) out.push_back(on_error(failed->second));
     else out.push_back(r.decode<R>(i));
   }
   return out;
