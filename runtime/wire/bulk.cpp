@@ -133,6 +133,9 @@ void BulkArena::send_reserved(int sock, const Message& message, size_t bytes) {
   DJ_CHECK(state_ == State::kReserved && bytes <= cap_, "payload of " + std::to_string(bytes) + " bytes");
   uint64_t token = ++token_;
   int fd = fd_;
+  // Lent before the frame goes: the peer's BulkFree may come back before sendmsg returns.
+  state_ = State::kOut;
+  last_used_ = std::chrono::steady_clock::now();
   lock.unlock();
 
   std::string header = encode(message);
@@ -162,15 +165,13 @@ void BulkArena::send_reserved(int sock, const Message& message, size_t bytes) {
   do {
     sent = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
   } while (sent < 0 && errno == EINTR);
-  lock.lock();
   if (sent < 0) {
-    state_ = State::kFree;
+    int err = errno;
+    lock.lock();
+    if (token_ == token) state_ = State::kFree;
     throw Error(ErrorKind::Disconnected, "dj wire: peer on fd " + std::to_string(sock) +
-                                             " is gone (" + std::strerror(errno) + ")");
+                                             " is gone (" + std::strerror(err) + ")");
   }
-  state_ = State::kOut;
-  last_used_ = std::chrono::steady_clock::now();
-  lock.unlock();
   // The descriptor went with the first byte; finish a short write of the (small) rest.
   if (static_cast<size_t>(sent) < total) {
     std::string rest;
