@@ -166,6 +166,7 @@ ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
 }
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {
   auto ref = Cluster::instance().call_store(pid, k, std::move(args));
+  if (pid != 1) Cluster::instance().flush_corked(pid);
   ref->wait();
   return ref;
 }
@@ -176,7 +177,10 @@ int least_loaded_worker() { return Cluster::instance().least_loaded(); }
 std::string fetch_bytes(const std::shared_ptr<RefState>& ref) {
   return Cluster::instance().fetch(*ref);
 }
-void wait_ref(const std::shared_ptr<RefState>& ref) { ref->wait(); }
+void wait_ref(const std::shared_ptr<RefState>& ref) {
+  if (ref->owner != 1 && !ref_ready(ref)) Cluster::instance().flush_corked(ref->owner);
+  ref->wait();
+}
 bool ref_ready(const std::shared_ptr<RefState>& ref) {
   std::lock_guard lock(ref->mu);
   return ref->status != RefStatus::kPending;

@@ -80,10 +80,36 @@ std::atomic<uint64_t> g_payload_bytes_sent{0};
 
 uint64_t Cluster::payload_bytes_sent() { return g_payload_bytes_sent.load(); }
 
+bool WorkerLink::cork(const wire::Message& message, const std::string& payload) {
+  g_payload_bytes_sent.fetch_add(payload.size());
+  std::lock_guard lock(write_mu);
+  bool first = corked.empty();
+  wire::append_frame(corked, message, payload.data(), payload.size());
+  return first;
+}
+
+bool WorkerLink::flush() {
+  std::lock_guard lock(write_mu);
+  if (corked.empty()) return true;
+  std::string out;
+  out.swap(corked);
+  try {
+    detail::write_full(socket.get(), out.data(), out.size());
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 bool WorkerLink::send(const wire::Message& message, const std::string& payload) {
   g_payload_bytes_sent.fetch_add(payload.size());
   std::lock_guard lock(write_mu);
   try {
+    if (!corked.empty()) {  // In order: what was corked goes first.
+      std::string out;
+      out.swap(corked);
+      detail::write_full(socket.get(), out.data(), out.size());
+    }
     if (!bulk || !arena.try_send(socket.get(), message,
                                  reinterpret_cast<const unsigned char*>(payload.data()),
                                  payload.size())) {
@@ -106,6 +132,11 @@ bool WorkerLink::send_args(const wire::Message& message, ArgBlob& args) {
   g_payload_bytes_sent.fetch_add(room.size);
   std::lock_guard lock(write_mu);
   try {
+    if (!corked.empty()) {  // In order: what was corked goes first.
+      std::string out;
+      out.swap(corked);
+      detail::write_full(socket.get(), out.data(), out.size());
+    }
     room.sent = true;  // sent or not, send_reserved gives the arena back on failure
     arena.send_reserved(socket.get(), message, room.size);
     return true;

@@ -35,7 +35,15 @@ namespace dj::detail {
 struct WorkerLink {
   WorkerLink(int pid, std::unique_ptr<LaunchedWorker> process, Fd socket);
   // Sends one frame. Returns false if the worker is gone (the I/O thread will retire it).
+  // Writes the frame (after any corked ones). False when the connection failed (retire()
+  // reports it).
   bool send(const wire::Message& message, const std::string& payload = {});
+  // Appends a small fire-and-forget frame (a store-mode call) to `corked` instead of writing
+  // it; true when `corked` was empty (the caller then has the I/O thread flush it). A loop of
+  // remotecall thus costs one write per burst, not one per call.
+  bool cork(const wire::Message& message, const std::string& payload);
+  // Writes what is corked. False when the connection failed.
+  bool flush();
   // Sends a call with its arguments: from the shared memory they were encoded into when lent
   // (ArgBlob::lent, reserved on this link's arena), else from ArgBlob::bytes.
   bool send_args(const wire::Message& message, ArgBlob& args);
@@ -50,6 +58,7 @@ struct WorkerLink {
   wire::Peer peer;
   bool direct = true;
   std::mutex write_mu;
+  std::string corked;  // guarded by write_mu: frames appended by cork(), not yet written
   // Same-host link: large payloads go through shared memory (wire/bulk.hpp) both ways.
   bool bulk = false;
   wire::BulkArena arena;  // the master's memory for large payloads to this worker
@@ -124,6 +133,8 @@ class Cluster {
 
   std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
   ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+  // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
+  void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or
   // nullptr (not such a worker, unknown pid, or the room is in use).
   std::shared_ptr<ArgBlob::LentRoom> lend_room(int pid, size_t bytes);
@@ -210,6 +221,12 @@ class Cluster {
   // Pings workers silent for a quarter of the heartbeat timeout while the master awaits
   // something from them; kills and retires those silent for the whole timeout.
   void check_heartbeats();
+  // Sends a store- or discard-mode call: corked when small (WorkerLink::cork).
+  static constexpr size_t kCorkBytes = 4096;
+  void send_or_cork(const std::shared_ptr<WorkerLink>& link, const wire::Message& call,
+                    ArgBlob& args);
+  // Writes the corked frames of every link that has some (I/O thread, when woken).
+  void flush_corked_links();
   // Frees the memory of bulk arenas idle for wire::kBulkIdleTrim (I/O thread).
   void trim_bulk_arenas();
   // Reads and handles one frame from the link (caller holds read_mu). False once retired.
@@ -231,6 +248,8 @@ class Cluster {
 
   mutable std::mutex mu_;
   std::map<int, std::shared_ptr<WorkerLink>> links_;  // guarded by mu_
+  std::mutex corked_mu_;
+  std::vector<std::weak_ptr<WorkerLink>> corked_links_;  // guarded by corked_mu_
   std::map<int, std::string> gone_;                   // guarded by mu_: pid -> why it left
   int next_pid_ = 2;                                  // guarded by mu_
   Topology topology_ = Topology::all_to_all;          // guarded by mu_

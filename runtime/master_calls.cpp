@@ -25,6 +25,46 @@ void throw_if_failed(const wire::Message& m) {
 
 }  // namespace
 
+void Cluster::send_or_cork(const std::shared_ptr<WorkerLink>& link, const wire::Message& call,
+                           ArgBlob& args) {
+  // Small calls nobody waits on yet are corked: the I/O thread writes a burst at once (or the
+  // caller's next fetch or wait does, or any other frame to the worker goes after them).
+  if (args.lent || args.bytes.size() > kCorkBytes) {
+    link->send_args(call, args);
+    return;
+  }
+  if (link->cork(call, args.bytes)) {
+    {
+      std::lock_guard lock(corked_mu_);
+      corked_links_.push_back(link);
+    }
+    wake();
+  }
+}
+
+void Cluster::flush_corked_links() {
+  std::vector<std::weak_ptr<WorkerLink>> links;
+  {
+    std::lock_guard lock(corked_mu_);
+    links.swap(corked_links_);
+  }
+  for (auto& weak : links) {
+    if (auto link = weak.lock()) link->flush();  // A failure is retire()'s to report.
+  }
+}
+
+void Cluster::flush_corked(int pid) {
+  if (pid == 1) return;
+  std::shared_ptr<WorkerLink> link;
+  {
+    std::lock_guard lock(mu_);
+    auto it = links_.find(pid);
+    if (it == links_.end()) return;
+    link = it->second;
+  }
+  link->flush();
+}
+
 std::shared_ptr<RefState> Cluster::call_store(int pid, const CallTarget& k, ArgBlob&& args) {
   if (pid == 1) {
     uint64_t id;
@@ -58,7 +98,7 @@ std::shared_ptr<RefState> Cluster::call_store(int pid, const CallTarget& k, ArgB
     if (!args.pinned.empty()) link->pins[id] = std::move(args.pinned);
     link->in_flight.fetch_add(1);
   }
-  link->send_args(make_call(k, wire::CallMode::kStore, 0, ref->id), args);
+  send_or_cork(link, make_call(k, wire::CallMode::kStore, 0, ref->id), args);
   return ref;
 }
 
@@ -110,7 +150,7 @@ void Cluster::call_discard(int pid, const CallTarget& k, ArgBlob&& args) {
       link->in_flight.fetch_add(1);
     }
   }
-  link->send_args(make_call(k, wire::CallMode::kDiscard, 0, ref_id), args);
+  send_or_cork(link, make_call(k, wire::CallMode::kDiscard, 0, ref_id), args);
 }
 
 void Cluster::call_batch(int pid, const CallTarget& k, std::string payload, uint32_t count,
@@ -264,6 +304,7 @@ StoredValue Cluster::fetch_from(int owner, uint64_t ref_id) {
 }
 
 std::string Cluster::fetch(const RefState& ref) {
+  flush_corked(ref.owner);
   ref.wait();  // Throws the call's own error.
   {
     std::lock_guard lock(ref.mu);

@@ -182,6 +182,7 @@ void Cluster::io_main() {
         uint64_t count;
         ssize_t ignored = ::read(wake_fd_.get(), &count, sizeof count);
         (void)ignored;
+        flush_corked_links();
         if (take_sigint()) on_ctrl_c();
         continue;
       }

@@ -332,3 +332,29 @@ TEST_CASE("fetch from many threads at once returns every result", "[calls][threa
   for (auto& th : threads) th.join();
   CHECK(good == 800);
 }
+
+TEST_CASE("calls nobody waits on yet go out promptly and in order", "[calls][order]") {
+  addprocs(1);
+  Plugin plugin = everywhere(test::plugin("shm_kernels"));
+  auto set_at = plugin.kernel<void(SharedArray<double>, uint64_t, double)>("set_at");
+  SharedArray<double> s({8});
+  // Small store- and discard-mode calls are corked and written a burst at a time: with no
+  // further call, fetch or wait from the master, they still reach the worker (the master's
+  // I/O thread writes them). The master watches the shared memory, not the connection.
+  remote_do(set_at, 2, s, uint64_t{0}, 1.0);
+  Future<void> f = remotecall(set_at, 2, s, uint64_t{1}, 2.0);
+  CHECK(test::eventually([&] { return s[0] == 1.0 && s[1] == 2.0; },
+                         std::chrono::milliseconds(2000)));
+  // In order: each slot ends with the last value written to it.
+  std::vector<Future<void>> fs;
+  for (int i = 0; i < 1000; ++i) {
+    if (i % 2) remote_do(set_at, 2, s, uint64_t(i % 8), double(i));
+    else fs.push_back(remotecall(set_at, 2, s, uint64_t(i % 8), double(i)));
+  }
+  fs.push_back(remotecall(set_at, 2, s, uint64_t{0}, 992.0));
+  wait(fs.back());  // the last call: everything before it has run
+  for (int k = 0; k < 8; ++k) CHECK(s[k] == double(992 + k));
+  // A remotecall followed at once by a blocking call: nothing waits for the I/O thread.
+  wait(remotecall(set_at, 2, s, uint64_t{3}, -3.0));
+  CHECK(s[3] == -3.0);
+}

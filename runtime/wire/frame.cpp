@@ -149,6 +149,19 @@ void write_frame(int fd, const Message& message, const char* payload, size_t pay
   }
 }
 
+void append_frame(std::string& out, const Message& message, const char* payload,
+                  size_t payload_bytes) {
+  std::string header = encode(message);
+  uint32_t magic = kFrameMagic;
+  auto header_bytes = static_cast<uint32_t>(header.size());
+  uint64_t pb = payload_bytes;
+  out.append(reinterpret_cast<const char*>(&magic), 4);
+  out.append(reinterpret_cast<const char*>(&header_bytes), 4);
+  out.append(reinterpret_cast<const char*>(&pb), 8);
+  out += header;
+  if (payload_bytes) out.append(payload, payload_bytes);
+}
+
 std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
   unsigned char prefix[kFramePrefixBytes];
   size_t got;

@@ -65,6 +65,10 @@ FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
 void write_frame(int fd, const Message& message, const std::string& payload = {});
 void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes);
 
+// Appends one frame, as write_frame would write it, to `out` (for frames written later together).
+void append_frame(std::string& out, const Message& message, const char* payload = nullptr,
+                  size_t payload_bytes = 0);
+
 // Reads one frame from a blocking fd. Returns nullopt on a clean EOF before the first byte.
 // Throws: dj::Error(Disconnected) on EOF or error mid-frame, InvalidArgument on a bad frame
 // (a bulk frame included: this reader takes no descriptors).
