@@ -225,6 +225,9 @@ class Cluster {
   static constexpr size_t kCorkBytes = 4096;
   void send_or_cork(const std::shared_ptr<WorkerLink>& link, const wire::Message& call,
                     ArgBlob& args);
+  // Corks a fire-and-forget frame for link; the I/O thread is woken to write the burst.
+  void cork(const std::shared_ptr<WorkerLink>& link, const wire::Message& message,
+            const std::string& payload = {});
   // Writes the corked frames of every link that has some (I/O thread, when woken).
   void flush_corked_links();
   // Frees the memory of bulk arenas idle for wire::kBulkIdleTrim (I/O thread).

@@ -33,7 +33,12 @@ void Cluster::send_or_cork(const std::shared_ptr<WorkerLink>& link, const wire::
     link->send_args(call, args);
     return;
   }
-  if (link->cork(call, args.bytes)) {
+  cork(link, call, args.bytes);
+}
+
+void Cluster::cork(const std::shared_ptr<WorkerLink>& link, const wire::Message& message,
+                   const std::string& payload) {
+  if (link->cork(message, payload)) {
     {
       std::lock_guard lock(corked_mu_);
       corked_links_.push_back(link);
@@ -335,7 +340,11 @@ void Cluster::release(int owner, uint64_t id) noexcept {
     link = it->second;
     link->refs.erase(id);
   }
-  link->send(wire::Release{id});
+  try {
+    cork(link, wire::Release{id});  // Dropping many Futures costs one write, not one each.
+  } catch (const std::exception&) {
+    link->send(wire::Release{id});  // Out of memory to cork it: write it alone.
+  }
 }
 
 void Cluster::load_plugins_on(const std::vector<std::shared_ptr<WorkerLink>>& links,
