@@ -88,13 +88,17 @@ bool WorkerLink::cork(const wire::Message& message, const std::string& payload) 
   return first;
 }
 
-bool WorkerLink::flush() {
-  std::lock_guard lock(write_mu);
-  if (corked.empty()) return true;
+void WorkerLink::write_corked_locked() {
+  if (corked.empty()) return;
   std::string out;
   out.swap(corked);
+  detail::write_full(socket.get(), out.data(), out.size());
+}
+
+bool WorkerLink::flush() {
+  std::lock_guard lock(write_mu);
   try {
-    detail::write_full(socket.get(), out.data(), out.size());
+    write_corked_locked();
     return true;
   } catch (const Error&) {
     return false;
@@ -105,11 +109,7 @@ bool WorkerLink::send(const wire::Message& message, const std::string& payload) 
   g_payload_bytes_sent.fetch_add(payload.size());
   std::lock_guard lock(write_mu);
   try {
-    if (!corked.empty()) {  // In order: what was corked goes first.
-      std::string out;
-      out.swap(corked);
-      detail::write_full(socket.get(), out.data(), out.size());
-    }
+    write_corked_locked();  // In order: what was corked goes first.
     if (!bulk || !arena.try_send(socket.get(), message,
                                  reinterpret_cast<const unsigned char*>(payload.data()),
                                  payload.size())) {
@@ -132,11 +132,7 @@ bool WorkerLink::send_args(const wire::Message& message, ArgBlob& args) {
   g_payload_bytes_sent.fetch_add(room.size);
   std::lock_guard lock(write_mu);
   try {
-    if (!corked.empty()) {  // In order: what was corked goes first.
-      std::string out;
-      out.swap(corked);
-      detail::write_full(socket.get(), out.data(), out.size());
-    }
+    write_corked_locked();  // In order: what was corked goes first.
     room.sent = true;  // sent or not, send_reserved gives the arena back on failure
     arena.send_reserved(socket.get(), message, room.size);
     return true;

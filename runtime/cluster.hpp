@@ -44,6 +44,8 @@ struct WorkerLink {
   bool cork(const wire::Message& message, const std::string& payload);
   // Writes what is corked. False when the connection failed.
   bool flush();
+  // Writes what is corked; the caller holds write_mu. Throws like write_full.
+  void write_corked_locked();
   // Sends a call with its arguments: from the shared memory they were encoded into when lent
   // (ArgBlob::lent, reserved on this link's arena), else from ArgBlob::bytes.
   bool send_args(const wire::Message& message, ArgBlob& args);
