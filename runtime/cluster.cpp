@@ -55,6 +55,37 @@ std::optional<std::string> read_line(int fd, Clock::time_point deadline, const s
   }
 }
 
+// Same-host workers take every frame through shared-memory rings; DJ_RING=0 keeps them on the
+// socket (to compare the two, or to rule the rings out).
+bool rings_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DJ_RING");
+    return !(v && std::string(v) == "0");
+  }();
+  return enabled;
+}
+
+// Offers a fresh pair of rings to a same-host worker (RingOffer) and waits for its RingReady
+// (the socket's receive timeout bounds the wait). Null when the worker refused them: the
+// socket then stays the connection, which works, only slower.
+std::shared_ptr<wire::RingLink> offer_ring(int sock, const std::string& who, int pid) {
+  auto ring = wire::RingLink::create(sock);
+  auto fds = ring->offer_fds();
+  wire::write_frame_with_fds(sock, wire::RingOffer{ring->ring_bytes()}, {fds[0], fds[1], fds[2]});
+  auto frame = wire::read_frame(sock);
+  const auto* ready = frame ? std::get_if<wire::RingReady>(&frame->message) : nullptr;
+  if (!ready) {
+    throw Error(ErrorKind::Disconnected, who + " did not answer the shared-memory ring offer",
+                pid);
+  }
+  if (!ready->ok) {
+    log_line(who + " refused shared memory for its connection (" + ready->error +
+             "); using its socket");
+    return nullptr;
+  }
+  return ring;
+}
+
 std::string drain_text(int fd) {
   std::string text;
   for (int i = 0; i < 50; ++i) {
@@ -92,7 +123,7 @@ void WorkerLink::write_corked_locked() {
   if (corked.empty()) return;
   std::string out;
   out.swap(corked);
-  detail::write_full(socket.get(), out.data(), out.size());
+  wire::write_framed(outlet(), out);
 }
 
 bool WorkerLink::flush() {
@@ -110,10 +141,10 @@ bool WorkerLink::send(const wire::Message& message, const std::string& payload) 
   std::lock_guard lock(write_mu);
   try {
     write_corked_locked();  // In order: what was corked goes first.
-    if (!bulk || !arena.try_send(socket.get(), message,
+    if (!bulk || !arena.try_send(outlet(), message,
                                  reinterpret_cast<const unsigned char*>(payload.data()),
                                  payload.size())) {
-      wire::write_frame(socket.get(), message, payload);
+      wire::write_frame(outlet(), message, payload);
     }
     return true;
   } catch (const Error&) {
@@ -134,7 +165,7 @@ bool WorkerLink::send_args(const wire::Message& message, ArgBlob& args) {
   try {
     write_corked_locked();  // In order: what was corked goes first.
     room.sent = true;  // sent or not, send_reserved gives the arena back on failure
-    arena.send_reserved(socket.get(), message, room.size);
+    arena.send_reserved(outlet(), message, room.size);
     return true;
   } catch (const Error&) {
     return false;
@@ -344,11 +375,13 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
   wire::write_frame(sock.get(), wire::Hello{cookie_, pid, 1, wire::kProtocolVersion});
   set_receive_timeout(sock.get(), std::chrono::milliseconds(std::max(ms_left(deadline), 1)));
   auto frame = wire::read_frame(sock.get());
-  set_receive_timeout(sock.get(), std::chrono::milliseconds(0));
   const auto* welcome = frame ? std::get_if<wire::Welcome>(&frame->message) : nullptr;
   if (!welcome || welcome->pid != pid) {
     throw Error(ErrorKind::Disconnected, who + " at " + address + " refused the handshake", pid);
   }
+  std::shared_ptr<wire::RingLink> ring;
+  if (same_host && rings_enabled()) ring = offer_ring(sock.get(), who, pid);
+  set_receive_timeout(sock.get(), std::chrono::milliseconds(0));
   auto link = std::make_shared<WorkerLink>(pid, std::move(w), std::move(sock));
   link->info = {pid, static_cast<long>(welcome->os_pid), welcome->hostname, address};
   link->host_identity = welcome->boot_id;
@@ -363,6 +396,10 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
     link->reader.accept_bulk([weak](uint64_t token) {
       if (auto l = weak.lock()) l->send(wire::BulkFree{token});
     });
+  }
+  if (ring) {
+    link->ring = ring;
+    link->reader.use_ring(std::move(ring));
   }
   return link;
 }

@@ -61,8 +61,11 @@ struct WorkerLink {
   bool direct = true;
   std::mutex write_mu;
   std::string corked;  // guarded by write_mu: frames appended by cork(), not yet written
-  // Same-host link: large payloads go through shared memory (wire/bulk.hpp) both ways.
+  // Same-host link: large payloads go through shared memory (wire/bulk.hpp) both ways, and
+  // every frame through the shared-memory rings (wire/ring.hpp) unless DJ_RING=0.
   bool bulk = false;
+  std::shared_ptr<wire::RingLink> ring;
+  wire::Outlet outlet() const { return {socket.get(), ring.get()}; }
   wire::BulkArena arena;  // the master's memory for large payloads to this worker
   std::atomic<int> in_flight{0};
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
@@ -216,7 +219,10 @@ class Cluster {
   void wake() noexcept;
   void watch(const std::shared_ptr<WorkerLink>& link);
   void unwatch(WorkerLink& link) noexcept;
-  void rearm(WorkerLink& link) noexcept;
+  // Re-arms the one-shot interest in the link's socket (socket=true) or ring doorbell.
+  void rearm(WorkerLink& link, bool socket) noexcept;
+  // Arms (or disarms, for a borrower) both.
+  void set_interest(WorkerLink& link, bool on) noexcept;
   void rearm_idle_links();
   // How often the I/O thread wakes for heartbeats (-1: never: off, or no workers).
   int heartbeat_tick_ms() const;
@@ -234,7 +240,8 @@ class Cluster {
   void flush_corked_links();
   // Frees the memory of bulk arenas idle for wire::kBulkIdleTrim (I/O thread).
   void trim_bulk_arenas();
-  // Reads and handles one frame from the link (caller holds read_mu). False once retired.
+  // Reads and handles one frame from the link, and any others already waiting (caller holds
+  // read_mu). Blocks until the first is in. False once retired.
   bool read_one(const std::shared_ptr<WorkerLink>& link);
   // Waits for `reply`, reading the link's socket itself when no other thread is.
   const wire::Message& await(const std::shared_ptr<WorkerLink>& link, Reply& reply);

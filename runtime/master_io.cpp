@@ -22,8 +22,9 @@ void Cluster::wake() noexcept {
 }
 
 namespace {
-// epoll data: 0 is the wake eventfd; otherwise pid << 2 | stream (0 socket, 1 stdout, 2 stderr).
-constexpr uint64_t kSocket = 0, kStdout = 1, kStderr = 2;
+// epoll data: 0 is the wake eventfd; otherwise pid << 2 | stream (0 socket, 1 stdout, 2 stderr,
+// 3 the doorbell of the link's shared-memory ring).
+constexpr uint64_t kSocket = 0, kStdout = 1, kStderr = 2, kBell = 3;
 constexpr int64_t kRearmDelayNs = 1000000;  // 1 ms without a borrow: the I/O thread reads again
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -68,26 +69,46 @@ void Cluster::watch(const std::shared_ptr<WorkerLink>& link) {
   // One-shot: the thread that handles a readable socket re-arms it after reading, so the I/O
   // thread and a borrowing user thread never both wake for the same bytes.
   add(link->socket.get(), EPOLLIN | EPOLLONESHOT, kSocket);
+  if (link->ring) add(link->ring->bell_fd(), EPOLLIN | EPOLLONESHOT, kBell);
   add(link->process->stdout_fd(), EPOLLIN, kStdout);
   add(link->process->stderr_fd(), EPOLLIN, kStderr);
 }
 
 void Cluster::unwatch(WorkerLink& link) noexcept {
-  for (int fd : {link.socket.get(), link.process->stdout_fd(), link.process->stderr_fd()}) {
+  for (int fd : {link.socket.get(), link.process->stdout_fd(), link.process->stderr_fd(),
+                 link.ring ? link.ring->bell_fd() : -1}) {
     if (fd >= 0) ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
   }
 }
 
-void Cluster::rearm(WorkerLink& link) noexcept {
+void Cluster::rearm(WorkerLink& link, bool socket) noexcept {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLONESHOT;
-  ev.data.u64 = tag(link.pid, kSocket);
-  ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link.socket.get(), &ev);  // ENOENT once retired
+  ev.data.u64 = tag(link.pid, socket ? kSocket : kBell);
+  int fd = socket ? link.socket.get() : link.ring->bell_fd();
+  ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev);  // ENOENT once retired
+}
+
+void Cluster::set_interest(WorkerLink& link, bool on) noexcept {
+  if (!on) {
+    // Disarmed (epoll takes effect even while the I/O thread sleeps).
+    epoll_event off{};
+    off.data.u64 = tag(link.pid, kSocket);
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link.socket.get(), &off);
+    if (link.ring) {
+      off.data.u64 = tag(link.pid, kBell);
+      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link.ring->bell_fd(), &off);
+    }
+    return;
+  }
+  rearm(link, true);
+  if (link.ring) rearm(link, false);
 }
 
 bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
   try {
-    // Everything already buffered is handled too: epoll only reports bytes still in the socket.
+    // Everything already waiting is handled too: epoll only reports bytes still in the socket,
+    // and a ring's writer rings only when it finds the reader asleep.
     do {
       auto frame = link->reader.next();
       if (!frame) {
@@ -96,7 +117,7 @@ bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
       }
       payload_bytes_received_.fetch_add(frame->bytes().size());
       on_frame(link, std::move(*frame));
-    } while (link->reader.has_buffered_frame());
+    } while (link->reader.more_waiting());
     return true;
   } catch (const Error& e) {
     retire(link, std::string("its connection failed: ") + e.what());
@@ -111,11 +132,11 @@ const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Rep
     // is disarmed (epoll takes effect even while it sleeps) and left so; the I/O thread
     // re-arms it when borrowing stops (rearm_idle_links).
     if (link->armed) {
-      epoll_event off{};
-      off.data.u64 = tag(link->pid, kSocket);
-      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, link->socket.get(), &off);
+      set_interest(*link, false);
       link->armed = false;
     }
+    // The worker's writes need not ring while this thread spins on the ring for its reply.
+    if (link->ring) link->ring->set_asleep(false);
     for (;;) {
       {
         std::lock_guard lock(reply.mu);
@@ -123,6 +144,7 @@ const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Rep
       }
       if (!read_one(link)) break;  // Retired: the reply was completed with the error.
     }
+    if (link->ring) link->ring->set_asleep(true);  // The I/O thread reads it next.
     link->last_borrow_ns = now_ns();
     reader.unlock();
     if (!some_link_disarmed_.exchange(true)) wake();  // The I/O thread starts its re-arm tick.
@@ -151,7 +173,7 @@ void Cluster::rearm_idle_links() {
       continue;
     }
     link->armed = true;
-    rearm(*link);
+    set_interest(*link, true);
   }
   if (still) some_link_disarmed_ = true;
 }
@@ -211,7 +233,15 @@ void Cluster::io_main() {
             some_link_disarmed_ = true;
             break;
           }
-          if (read_one(link)) rearm(*link);
+          bool socket = (data & 3) == kSocket;
+          bool alive = true;
+          try {
+            alive = !link->reader.ready(socket) || read_one(link);
+          } catch (const Error& e) {
+            retire(link, std::string("its connection failed: ") + e.what());
+            alive = false;
+          }
+          if (alive) rearm(*link, socket);
           break;
         }
       }

@@ -77,12 +77,12 @@ void WorkerServer::arena_used() noexcept {
 void WorkerServer::send(const wire::Message& message, const std::string& payload) {
   std::lock_guard lock(write_mu_);
   try {
-    if (bulk_ && arena_.try_send(master_.get(), message,
+    if (bulk_ && arena_.try_send(outlet(), message,
                                  reinterpret_cast<const unsigned char*>(payload.data()),
                                  payload.size())) {
       arena_used();
     } else {
-      wire::write_frame(master_.get(), message, payload);
+      wire::write_frame(outlet(), message, payload);
     }
   } catch (const Error& e) {
     exit_now(0, "");  // Master gone: nothing left to serve.
@@ -214,7 +214,7 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
       if (outcome.result_lent) {
         std::lock_guard lock(write_mu_);
         try {
-          arena_.send_reserved(master_.get(), wire::Result{call.request_id, true, {}},
+          arena_.send_reserved(outlet(), wire::Result{call.request_id, true, {}},
                                outcome.lent_bytes);
           arena_used();
         } catch (const Error&) {
@@ -247,6 +247,31 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
       send(wire::Result{call.request_id, false, outcome.error});
       break;
   }
+}
+
+void WorkerServer::take_ring(const wire::RingOffer& offer) {
+  wire::RingReady answer{false, {}};
+  std::shared_ptr<wire::RingLink> ring;
+  try {
+    if (ring_ || !bulk_) {
+      throw Error(ErrorKind::InvalidArgument,
+                  ring_ ? "the connection already uses a ring" : "the master is not on this host");
+    }
+    auto fds = reader_->take_fds(3);
+    ring = wire::RingLink::attach(master_.get(), fds[0], fds[1], fds[2], offer.ring_bytes);
+    answer.ok = true;
+  } catch (const Error& e) {
+    answer.error = e.what();
+  }
+  std::lock_guard lock(write_mu_);
+  try {
+    wire::write_frame(master_.get(), answer);  // the last frame on the socket itself
+  } catch (const Error&) {
+    exit_now(0, "");  // Master gone: nothing left to serve.
+  }
+  if (!ring) return;
+  ring_ = ring;
+  reader_->use_ring(std::move(ring));  // this thread holds the reader role
 }
 
 StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
@@ -371,6 +396,8 @@ void WorkerServer::handle_control(wire::Frame&& frame) {
           peer_links_.add(m.entries);
         } else if constexpr (std::is_same_v<M, wire::Shutdown>) {
           exit_now(0, "");
+        } else if constexpr (std::is_same_v<M, wire::RingOffer>) {
+          take_ring(m);
         } else {
           log_line(std::string("ignoring unexpected ") + wire::message_name(frame.message) +
                    " from the master");

@@ -115,6 +115,11 @@ class WorkerServer {
 
   std::mutex write_mu_;   // serialises frames to the master
   bool bulk_ = false;     // the master is on this host: large payloads go through arena_
+  // Set once the master's RingOffer is taken (guarded by write_mu_): every frame goes through it.
+  std::shared_ptr<wire::RingLink> ring_;
+  wire::Outlet outlet() const { return {master_.get(), ring_.get()}; }
+  // RingOffer (reader role): maps the rings, answers RingReady on the socket, switches to them.
+  void take_ring(const wire::RingOffer& offer);
   wire::BulkArena arena_;
   // The acceptor trims arena_ once idle: woken (trim_wake_fd_) when a payload goes out through
   // it, it polls with a timeout until the arena's memory is given back.

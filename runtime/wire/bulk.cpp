@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "sys.hpp"
+#include "wire/ring.hpp"
 
 namespace dj::wire {
 namespace {
@@ -119,16 +120,17 @@ void BulkArena::cancel() {
   if (state_ == State::kReserved) state_ = State::kFree;
 }
 
-bool BulkArena::try_send(int sock, const Message& message, const unsigned char* payload,
+bool BulkArena::try_send(Outlet out, const Message& message, const unsigned char* payload,
                          size_t bytes) {
   unsigned char* room = reserve(bytes);
   if (!room) return false;
   std::memcpy(room, payload, bytes);
-  send_reserved(sock, message, bytes);
+  send_reserved(out, message, bytes);
   return true;
 }
 
-void BulkArena::send_reserved(int sock, const Message& message, size_t bytes) {
+void BulkArena::send_reserved(Outlet out, const Message& message, size_t bytes) {
+  const int sock = out.fd;
   std::unique_lock lock(mu_);
   DJ_CHECK(state_ == State::kReserved && bytes <= cap_, "payload of " + std::to_string(bytes) + " bytes");
   uint64_t token = ++token_;
@@ -149,6 +151,16 @@ void BulkArena::send_reserved(int sock, const Message& message, size_t bytes) {
   std::memcpy(descriptor, &length, 8);
   std::memcpy(descriptor + 8, &token, 8);
   iovec iov[3] = {{head, sizeof head}, {header.data(), header.size()}, {descriptor, sizeof descriptor}};
+  if (out.ring) {
+    try {
+      out.ring->write_with_fd(iov, 3, fd);
+      return;
+    } catch (const Error&) {
+      lock.lock();
+      if (token_ == token) state_ = State::kFree;
+      throw;
+    }
+  }
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
   msg.msg_iov = iov;

@@ -24,6 +24,7 @@
 #include <mutex>
 
 #include "wire/codec.hpp"
+#include "wire/outlet.hpp"
 
 namespace dj::wire {
 
@@ -71,12 +72,12 @@ class BulkArena {
   // still holds the arena, another payload is being written, or shared memory is short.
   unsigned char* reserve(size_t bytes);
   // Sends `message` with the first `bytes` bytes of the reserved room as its payload. The
-  // caller serialises writes to `sock`. Throws: Disconnected when the peer is gone.
-  void send_reserved(int sock, const Message& message, size_t bytes);
+  // caller serialises writes to `out`. Throws: Disconnected when the peer is gone.
+  void send_reserved(Outlet out, const Message& message, size_t bytes);
   // Gives back a reservation that will not be sent.
   void cancel();
   // reserve + copy + send_reserved; false (nothing sent) when reserve gives no room.
-  bool try_send(int sock, const Message& message, const unsigned char* payload, size_t bytes);
+  bool try_send(Outlet out, const Message& message, const unsigned char* payload, size_t bytes);
   // The peer's BulkFree: the arena is free for the next payload. A token that is not the one
   // out (a confused or hostile peer) is ignored.
   void released(uint64_t token);

@@ -181,6 +181,12 @@ void build(s::Message::Builder m, const Message& message) {
           [&](const Ping& v) { m.initPing().setSeq(v.seq); },
           [&](const Pong& v) { m.initPong().setSeq(v.seq); },
           [&](const BulkFree& v) { m.initBulkFree().setToken(v.token); },
+          [&](const RingOffer& v) { m.initRingOffer().setRingBytes(v.ring_bytes); },
+          [&](const RingReady& v) {
+            auto r = m.initRingReady();
+            r.setOk(v.ok);
+            r.setError(v.error);
+          },
           [&](const Peers& v) {
             auto list = m.initPeers().initEntries(static_cast<unsigned>(v.entries.size()));
             for (unsigned i = 0; i < list.size(); ++i) {
@@ -280,6 +286,9 @@ Message parse(s::Message::Reader m) {
     case s::Message::PING: return Ping{m.getPing().getSeq()};
     case s::Message::PONG: return Pong{m.getPong().getSeq()};
     case s::Message::BULK_FREE: return BulkFree{m.getBulkFree().getToken()};
+    case s::Message::RING_OFFER: return RingOffer{m.getRingOffer().getRingBytes()};
+    case s::Message::RING_READY:
+      return RingReady{m.getRingReady().getOk(), str(m.getRingReady().getError())};
     case s::Message::PEERS: {
       Peers out;
       auto entries = m.getPeers().getEntries();
@@ -361,7 +370,7 @@ const char* message_name(const Message& message) {
       "Hello",  "Welcome",  "LoadPlugin", "PluginLoaded", "Call",         "CallDone",   "Result",
       "Fetch",  "FetchRef", "Release",    "StatsRequest", "StatsReply",   "Shutdown",   "Refused",
       "Interrupt", "ChannelOp", "MapShared", "SharedMapped", "UnmapShared", "StoreValue", "Peers", "Ping", "Pong",
-      "BulkFree"};
+      "BulkFree", "RingOffer", "RingReady"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }

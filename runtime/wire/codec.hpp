@@ -144,11 +144,18 @@ struct Pong {
 struct BulkFree {
   uint64_t token = 0;
 };
+struct RingOffer {
+  uint64_t ring_bytes = 0;
+};
+struct RingReady {
+  bool ok = false;
+  std::string error;
+};
 
 using Message = std::variant<Hello, Welcome, LoadPlugin, PluginLoaded, Call, CallDone, Result,
                              Fetch, FetchRef, Release, StatsRequest, StatsReply, Shutdown, Refused,
                              Interrupt, ChannelOp, MapShared, SharedMapped, UnmapShared,
-                             StoreValue, Peers, Ping, Pong, BulkFree>;
+                             StoreValue, Peers, Ping, Pong, BulkFree, RingOffer, RingReady>;
 
 // Serialises `message` as a Cap'n Proto flat array (length is a multiple of 8).
 std::string encode(const Message& message);

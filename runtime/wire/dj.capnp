@@ -246,6 +246,22 @@ struct BulkFree {
   token @0 :UInt64;
 }
 
+struct RingOffer {
+  # Master -> a worker on the same host, once, right after Welcome: from now on every frame
+  # goes through shared memory (runtime/wire/ring.hpp), not through the socket. Sent with three
+  # descriptors (SCM_RIGHTS): the memfd holding both rings, the worker's doorbell and the
+  # master's doorbell (eventfds). The worker maps it and answers RingReady on the socket; each
+  # side then writes only to its ring, and the socket carries nothing but one byte with the
+  # descriptor of each bulk frame, and the end of the connection. A worker that cannot map it
+  # answers RingReady with ok = false and the socket stays the connection.
+  ringBytes @0 :UInt64;  # capacity of each ring (a power of two)
+}
+
+struct RingReady {
+  ok @0 :Bool;
+  error @1 :Text;
+}
+
 struct Message {
   union {
     hello @0 :Hello;
@@ -272,5 +288,7 @@ struct Message {
     ping @21 :Ping;
     pong @22 :Pong;
     bulkFree @23 :BulkFree;
+    ringOffer @24 :RingOffer;
+    ringReady @25 :RingReady;
   }
 }

@@ -3,6 +3,7 @@
 
 #include <atomic>
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -39,7 +40,9 @@ Error disconnected_mid_frame(int fd, const char* part) {
 // announces 4 GiB and sends nothing costs little, and a large payload is copied at most a
 // third of its size extra while the buffer grows.
 // Throws: ResourceExhausted if memory runs out, Disconnected on EOF.
-void read_payload(int fd, std::string& out, uint64_t total,
+// `read_exact(at, n)` returns the bytes read (short only at EOF).
+template <class ReadExact>
+void read_payload(int fd, ReadExact&& read_exact, std::string& out, uint64_t total,
                   std::atomic<uint64_t>* progress = nullptr) {
   constexpr uint64_t kFirstReserve = uint64_t{64} << 20;
   constexpr uint64_t kFillStep = uint64_t{4} << 20;
@@ -54,7 +57,7 @@ void read_payload(int fd, std::string& out, uint64_t total,
       size_t step = static_cast<size_t>(
           std::min<uint64_t>(std::min<uint64_t>(total, out.capacity()) - at, kFillStep));
       out.resize(at + step);
-      size_t got = detail::read_full(fd, out.data() + at, step);
+      size_t got = read_exact(out.data() + at, step);
       if (progress) progress->fetch_add(got, std::memory_order_relaxed);
       if (got != step) throw disconnected_mid_frame(fd, "payload");
     }
@@ -95,11 +98,46 @@ FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
   return p;
 }
 
-void write_frame(int fd, const Message& message, const std::string& payload) {
-  write_frame(fd, message, payload.data(), payload.size());
+void write_frame(Outlet out, const Message& message, const std::string& payload) {
+  write_frame(out, message, payload.data(), payload.size());
 }
 
-void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes) {
+void write_framed(Outlet out, const std::string& frames) {
+  if (out.ring) {
+    iovec iov{const_cast<char*>(frames.data()), frames.size()};
+    return out.ring->write(&iov, 1);
+  }
+  detail::write_full(out.fd, frames.data(), frames.size());
+}
+
+void write_frame_with_fds(int socket, const Message& message, const std::vector<int>& fds) {
+  std::string bytes;
+  append_frame(bytes, message);
+  iovec iov{bytes.data(), bytes.size()};
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  ssize_t sent;
+  do {
+    sent = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) detail::throw_errno("sendmsg", "fd " + std::to_string(socket));
+  // The descriptors went with the first byte; finish a short write of the rest.
+  if (static_cast<size_t>(sent) < bytes.size()) {
+    detail::write_full(socket, bytes.data() + sent, bytes.size() - static_cast<size_t>(sent));
+  }
+}
+
+void write_frame(Outlet out, const Message& message, const char* payload, size_t payload_bytes) {
+  const int fd = out.fd;
   std::string header = encode(message);
   unsigned char prefix[kFramePrefixBytes];
   uint32_t magic = kFrameMagic;
@@ -113,6 +151,7 @@ void write_frame(int fd, const Message& message, const char* payload, size_t pay
                   {header.data(), header.size()},
                   {const_cast<char*>(payload), payload_bytes}};
   int count = payload_bytes ? 3 : 2;
+  if (out.ring) return out.ring->write(iov, count);
   size_t total = sizeof prefix + header.size() + payload_bytes;
   msghdr msg{};
   msg.msg_iov = iov;
@@ -180,7 +219,10 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
     throw disconnected_mid_frame(fd, "message header");
   }
   Frame frame{decode(header), {}, {}};
-  if (p.payload_bytes) read_payload(fd, frame.payload, p.payload_bytes);
+  if (p.payload_bytes) {
+    read_payload(fd, [fd](char* at, size_t n) { return detail::read_full(fd, at, n); },
+                 frame.payload, p.payload_bytes);
+  }
   return frame;
 }
 
@@ -195,8 +237,7 @@ void FrameReader::accept_bulk(std::function<void(uint64_t)> release) {
 
 // A frame's descriptor arrives with its bytes: recvmsg keeps them when bulk frames are taken.
 // More descriptors than bulk frames (only a hostile peer sends them) are closed at once.
-ssize_t FrameReader::read_some(char* at, size_t n) {
-  if (!accept_bulk_) return ::read(fd_, at, n);
+ssize_t FrameReader::receive(char* at, size_t n, int flags) {
   constexpr size_t kMaxQueued = 4;
   iovec iov{at, n};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxQueued)];
@@ -205,7 +246,7 @@ ssize_t FrameReader::read_some(char* at, size_t n) {
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
-  ssize_t r = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+  ssize_t r = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC | flags);
   if (r < 0) return r;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -218,6 +259,70 @@ ssize_t FrameReader::read_some(char* at, size_t n) {
     }
   }
   return r;
+}
+
+ssize_t FrameReader::read_some(char* at, size_t n) {
+  if (!ring_) return accept_bulk_ ? receive(at, n, 0) : ::read(fd_, at, n);
+  for (;;) {
+    if (size_t got = ring_->read(at, n)) return static_cast<ssize_t>(got);
+    if (eof_) return 0;  // Everything the peer wrote before it went has been read.
+    if (ring_->wait()) pump_socket();
+  }
+}
+
+void FrameReader::pump_socket() {
+  for (;;) {
+    char carriers[64];  // one byte per bulk frame's descriptor: the bytes mean nothing
+    ssize_t r = receive(carriers, sizeof carriers, MSG_DONTWAIT);
+    if (r > 0) continue;
+    if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) eof_ = true;
+    if (r < 0 && errno == EINTR) continue;
+    return;
+  }
+}
+
+void FrameReader::use_ring(std::shared_ptr<RingLink> ring) {
+  ring_ = std::move(ring);
+  start_ = end_ = 0;
+}
+
+std::vector<int> FrameReader::take_fds(size_t n) {
+  if (fds_.size() < n) {
+    throw Error(ErrorKind::InvalidArgument, "dj wire: expected " + std::to_string(n) +
+                                                " descriptors with the frame, got " +
+                                                std::to_string(fds_.size()));
+  }
+  std::vector<int> out(fds_.begin(), fds_.begin() + static_cast<std::ptrdiff_t>(n));
+  fds_.erase(fds_.begin(), fds_.begin() + static_cast<std::ptrdiff_t>(n));
+  return out;
+}
+
+int FrameReader::take_bulk_fd() {
+  if (!accept_bulk_) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj wire: bulk frame on a connection that carries none (not same-host)");
+  }
+  // Through a ring, the descriptor follows the frame's bytes on the socket.
+  while (ring_ && fds_.empty() && !eof_) {
+    pollfd p{fd_, POLLIN, 0};
+    ::poll(&p, 1, -1);
+    pump_socket();
+  }
+  if (fds_.empty()) throw Error(ErrorKind::InvalidArgument, "dj wire: bulk frame without its memory");
+  int fd = fds_.front();
+  fds_.pop_front();
+  return fd;
+}
+
+bool FrameReader::ready(bool socket_event) {
+  if (!ring_) return true;
+  if (socket_event) pump_socket();
+  else ring_->drain_bell();
+  return buffered() > 0 || eof_ || ring_->readable() > 0;
+}
+
+bool FrameReader::more_waiting() const {
+  return has_buffered_frame() || (ring_ && ring_->readable() > 0);
 }
 
 bool FrameReader::fill(size_t at_least) {
@@ -278,22 +383,13 @@ std::optional<Frame> FrameReader::next() {
     uint64_t length = load_u64(reinterpret_cast<const unsigned char*>(buf_.get() + start_));
     uint64_t token = load_u64(reinterpret_cast<const unsigned char*>(buf_.get() + start_ + 8));
     start_ += kBulkDescriptorBytes;
-    if (!accept_bulk_) {
-      throw Error(ErrorKind::InvalidArgument,
-                  "dj wire: bulk frame on a connection that carries none (not same-host)");
-    }
-    if (fds_.empty()) {
-      throw Error(ErrorKind::InvalidArgument, "dj wire: bulk frame without its memory");
-    }
+    int fd = take_bulk_fd();
     if (length > max_payload_) {
-      detail::close_quietly(fds_.front());
-      fds_.pop_front();
+      detail::close_quietly(fd);
       throw Error(ErrorKind::ResourceExhausted,
                   "dj wire: bulk payload of " + std::to_string(length) +
                       " bytes exceeds the limit of " + std::to_string(max_payload_));
     }
-    int fd = fds_.front();
-    fds_.pop_front();
     frame.bulk = map_bulk_payload(fd, length, token, bulk_release_);
     return frame;
   }
@@ -306,7 +402,18 @@ std::optional<Frame> FrameReader::next() {
   }
   frame.payload.assign(buf_.get() + start_, taken);
   start_ += taken;
-  read_payload(fd_, frame.payload, p.payload_bytes, &bytes_read_);
+  auto read_exact = [this](char* at, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+      ssize_t r = read_some(at + done, n - done);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) detail::throw_errno("read", "fd " + std::to_string(fd_));
+      if (r == 0) break;
+      done += static_cast<size_t>(r);
+    }
+    return done;
+  };
+  read_payload(fd_, read_exact, frame.payload, p.payload_bytes, &bytes_read_);
   return frame;
 }
 

@@ -17,9 +17,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "wire/bulk.hpp"
 #include "wire/codec.hpp"
+#include "wire/outlet.hpp"
+#include "wire/ring.hpp"
 
 namespace dj::wire {
 
@@ -59,11 +62,15 @@ struct FramePrefix {
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
                          uint64_t max_payload_bytes);
 
-// Writes one frame to a blocking socket/pipe fd (a single writev when it fits).
-// Throws: dj::Error(Disconnected) when the peer is gone.
-// Thread-safety: callers serialise writes to the same fd.
-void write_frame(int fd, const Message& message, const std::string& payload = {});
-void write_frame(int fd, const Message& message, const char* payload, size_t payload_bytes);
+// Writes one frame to a blocking socket/pipe fd (a single writev when it fits), or into the
+// outlet's ring. Throws: dj::Error(Disconnected) when the peer is gone.
+// Thread-safety: callers serialise writes to the same outlet.
+void write_frame(Outlet out, const Message& message, const std::string& payload = {});
+void write_frame(Outlet out, const Message& message, const char* payload, size_t payload_bytes);
+// Writes bytes already framed (append_frame). Throws like write_frame.
+void write_framed(Outlet out, const std::string& frames);
+// Writes one frame on a Unix socket with descriptors attached (SCM_RIGHTS; RingOffer).
+void write_frame_with_fds(int socket, const Message& message, const std::vector<int>& fds);
 
 // Appends one frame, as write_frame would write it, to `out` (for frames written later together).
 void append_frame(std::string& out, const Message& message, const char* payload = nullptr,
@@ -88,17 +95,36 @@ class FrameReader {
   // the bytes, and maps each bulk payload; `release(token)` runs when the payload is dropped
   // (it sends BulkFree). Without this, a bulk frame is refused as malformed. Call before next().
   void accept_bulk(std::function<void(uint64_t)> release);
+  // Reads from `ring` from now on (RingOffer/RingReady); the socket then brings only the
+  // descriptors of bulk frames and the end of the connection. Socket bytes already buffered
+  // can only be such descriptors' carrier bytes, and are dropped.
+  void use_ring(std::shared_ptr<RingLink> ring);
+  const std::shared_ptr<RingLink>& ring() const { return ring_; }
+  // Takes the n descriptors that came with the last frame read (RingOffer).
+  // Throws: InvalidArgument when fewer came.
+  std::vector<int> take_fds(size_t n);
   // Blocks until a whole frame is in. Returns nullopt on EOF at a frame boundary.
   // Throws like read_frame.
   std::optional<Frame> next();
   // Whether next() can return a frame without reading (one is wholly buffered).
   bool has_buffered_frame() const;
+  // For a reader that sleeps in epoll: after an event on the socket (socket_event) or on the
+  // ring's doorbell, whether next() has anything to read (on a socket: always).
+  bool ready(bool socket_event);
+  // Whether another frame is waiting after next(): wholly buffered, or bytes in the ring.
+  bool more_waiting() const;
   // Bytes read from the fd so far; safe to read from any thread (progress of a long frame).
   uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
 
  private:
   bool fill(size_t at_least);  // false on EOF
   ssize_t read_some(char* at, size_t n);
+  // Reads from the socket, keeping passed descriptors (flags: MSG_DONTWAIT or 0).
+  ssize_t receive(char* at, size_t n, int flags);
+  // Ring mode: takes what the socket holds without blocking (descriptors, or EOF).
+  void pump_socket();
+  // The descriptor of the bulk frame just read. Throws InvalidArgument/Disconnected.
+  int take_bulk_fd();
   size_t buffered() const { return end_ - start_; }
   static constexpr size_t kChunk = 64 * 1024;
   int fd_;
@@ -109,6 +135,8 @@ class FrameReader {
   std::function<void(uint64_t)> bulk_release_;
   bool accept_bulk_ = false;
   std::deque<int> fds_;  // descriptors received, in order, for the bulk frames they came with
+  std::shared_ptr<RingLink> ring_;
+  bool eof_ = false;  // ring mode: the socket reached its end
 };
 
 // Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.

@@ -1,0 +1,308 @@
+// Shared-memory rings between the master and a same-host worker: layout, spin-then-block
+// waiting, doorbells and futexes (see ring.hpp for the protocol).
+#include "wire/ring.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <string>
+
+#include "dj/error.hpp"
+#include "net.hpp"
+#include "sys.hpp"
+
+namespace dj::wire {
+
+// One direction. The writer's fields and the reader's fields sit on separate cache lines, so
+// each side's stores do not steal the other's line more than the protocol needs.
+struct RingLink::Header {
+  alignas(64) std::atomic<uint64_t> tail;     // writer: bytes ever written
+  std::atomic<uint32_t> writer_waiting;       // writer: asleep on room_seq for room
+  alignas(64) std::atomic<uint64_t> head;     // reader: bytes ever read
+  std::atomic<uint32_t> reader_asleep;        // reader: ring my doorbell after publishing
+  std::atomic<uint32_t> room_seq;             // reader: bumped to wake a waiting writer (futex)
+};
+
+namespace {
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free &&
+                  std::atomic<uint32_t>::is_always_lock_free,
+              "ring positions must be address-free atomics to be shared between processes");
+
+constexpr size_t kHeaderPage = 4096;
+constexpr size_t kMinRing = 4096, kMaxRing = size_t{64} << 20;
+
+using Clock = std::chrono::steady_clock;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+Error corrupt(uint64_t used, size_t cap) {
+  return Error(ErrorKind::InvalidArgument,
+               "dj ring: corrupt positions (" + std::to_string(used) +
+                   " bytes waiting in a ring of " + std::to_string(cap) + ")");
+}
+
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected,
+                std::chrono::milliseconds timeout) {
+  timespec ts{static_cast<time_t>(timeout.count() / 1000),
+              static_cast<long>(timeout.count() % 1000) * 1000000};
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futex_wake(std::atomic<uint32_t>* word) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr,
+            0);
+}
+
+void ring_bell(int fd) {
+  uint64_t one = 1;
+  ssize_t ignored = ::write(fd, &one, sizeof one);
+  (void)ignored;
+}
+
+// Whether the other end of `socket` is closed (its process ended, or it dropped us).
+bool peer_gone(int socket) {
+  pollfd p{socket, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL));
+}
+
+}  // namespace
+
+std::shared_ptr<RingLink> RingLink::create(int socket, size_t ring_bytes) {
+  DJ_CHECK(ring_bytes >= kMinRing && ring_bytes <= kMaxRing && (ring_bytes & (ring_bytes - 1)) == 0,
+           "ring of " + std::to_string(ring_bytes) + " bytes");
+  detail::Fd memfd(::memfd_create("dj-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!memfd) detail::throw_errno("memfd_create", "shared-memory ring");
+  if (::ftruncate(memfd.get(), static_cast<off_t>(kHeaderPage + 2 * ring_bytes)) != 0) {
+    detail::throw_errno("ftruncate", "shared-memory ring");
+  }
+  // Sealed at its size, so the worker can trust that its mapping never faults.
+  ::fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  detail::Fd mine(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  detail::Fd theirs(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!mine || !theirs) detail::throw_errno("eventfd", "shared-memory ring");
+  auto link = std::shared_ptr<RingLink>(
+      new RingLink(socket, memfd.release(), mine.release(), theirs.release(), ring_bytes, true));
+  // The master's reader is the I/O thread, asleep in epoll until a borrower takes over.
+  link->in_->reader_asleep.store(1, std::memory_order_relaxed);
+  return link;
+}
+
+std::shared_ptr<RingLink> RingLink::attach(int socket, int memfd, int my_bell, int peer_bell,
+                                           uint64_t ring_bytes) {
+  detail::Fd m(memfd), a(my_bell), b(peer_bell);
+  auto refuse = [](const std::string& why) {
+    return Error(ErrorKind::InvalidArgument, "dj ring: refused the master's ring: " + why);
+  };
+  if (ring_bytes < kMinRing || ring_bytes > kMaxRing || (ring_bytes & (ring_bytes - 1)) != 0) {
+    throw refuse("a ring of " + std::to_string(ring_bytes) +
+                 " bytes (must be a power of two in 4 KiB..64 MiB)");
+  }
+  struct stat st{};
+  if (::fstat(m.get(), &st) != 0 ||
+      static_cast<uint64_t>(st.st_size) != kHeaderPage + 2 * ring_bytes) {
+    throw refuse("its memory is not " + std::to_string(kHeaderPage + 2 * ring_bytes) + " bytes");
+  }
+  int seals = ::fcntl(m.get(), F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_SHRINK)) throw refuse("its memory is not sealed against shrinking");
+  return std::shared_ptr<RingLink>(new RingLink(socket, m.release(), a.release(), b.release(),
+                                                static_cast<size_t>(ring_bytes), false));
+}
+
+RingLink::RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap, bool master)
+    : socket_(socket), memfd_(memfd), my_bell_(my_bell), peer_bell_(peer_bell), cap_(cap) {
+  map_bytes_ = kHeaderPage + 2 * cap;
+  void* p = ::mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    detail::close_quietly(memfd_);
+    detail::close_quietly(my_bell_);
+    detail::close_quietly(peer_bell_);
+    errno = err;
+    detail::throw_errno("mmap", "shared-memory ring of " + std::to_string(map_bytes_) + " bytes");
+  }
+  map_ = static_cast<unsigned char*>(p);
+  // Master -> worker first, then worker -> master.
+  auto* to_worker = reinterpret_cast<Header*>(map_);
+  auto* to_master = reinterpret_cast<Header*>(map_ + 256);
+  unsigned char* to_worker_data = map_ + kHeaderPage;
+  unsigned char* to_master_data = map_ + kHeaderPage + cap;
+  out_ = master ? to_worker : to_master;
+  in_ = master ? to_master : to_worker;
+  out_data_ = master ? to_worker_data : to_master_data;
+  in_data_ = master ? to_master_data : to_worker_data;
+}
+
+RingLink::~RingLink() {
+  if (map_) ::munmap(map_, map_bytes_);
+  detail::close_quietly(memfd_);
+  detail::close_quietly(my_bell_);
+  detail::close_quietly(peer_bell_);
+}
+
+std::array<int, 3> RingLink::offer_fds() const { return {memfd_, peer_bell_, my_bell_}; }
+
+void RingLink::publish(Header& h, uint64_t tail) {
+  h.tail.store(tail, std::memory_order_release);
+  // Pairs with the reader's fence in wait(): either it sees the bytes, or we see it asleep.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (h.reader_asleep.load(std::memory_order_relaxed)) ring_bell(peer_bell_);
+}
+
+void RingLink::wait_for_room(Header& h) {
+  const uint64_t tail = h.tail.load(std::memory_order_relaxed);
+  auto has_room = [&] { return tail - h.head.load(std::memory_order_acquire) < cap_; };
+  auto spin_until = Clock::now() + kRingSpin;
+  for (unsigned i = 1; Clock::now() < spin_until || i < 64; ++i) {
+    if (has_room()) return;
+    cpu_relax();
+  }
+  for (;;) {
+    uint32_t seq = h.room_seq.load(std::memory_order_acquire);
+    h.writer_waiting.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the reader's in read()
+    if (has_room()) break;
+    futex_wait(&h.room_seq, seq, kRingLivenessCheck);
+    if (has_room()) break;
+    if (peer_gone(socket_)) {
+      h.writer_waiting.store(0, std::memory_order_relaxed);
+      throw Error(ErrorKind::Disconnected,
+                  "dj ring: the peer on fd " + std::to_string(socket_) + " is gone");
+    }
+  }
+  h.writer_waiting.store(0, std::memory_order_relaxed);
+}
+
+void RingLink::write(const iovec* iov, int count) {
+  Header& h = *out_;
+  uint64_t tail = h.tail.load(std::memory_order_relaxed);  // only this side writes it
+  for (int i = 0; i < count; ++i) {
+    const auto* src = static_cast<const unsigned char*>(iov[i].iov_base);
+    size_t left = iov[i].iov_len;
+    while (left > 0) {
+      uint64_t used = tail - h.head.load(std::memory_order_acquire);
+      if (used > cap_) throw corrupt(used, cap_);
+      size_t n = std::min(left, cap_ - static_cast<size_t>(used));
+      if (n == 0) {
+        publish(h, tail);  // let the reader drain what is there
+        wait_for_room(h);
+        continue;
+      }
+      size_t at = static_cast<size_t>(tail & (cap_ - 1));
+      size_t first = std::min(n, cap_ - at);
+      std::memcpy(out_data_ + at, src, first);
+      std::memcpy(out_data_, src + first, n - first);
+      tail += n;
+      src += n;
+      left -= n;
+    }
+  }
+  publish(h, tail);
+}
+
+void RingLink::write_with_fd(const iovec* iov, int count, int fd) {
+  write(iov, count);
+  char byte = 'B';
+  iovec one{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &one;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  ssize_t sent;
+  do {
+    sent = ::sendmsg(socket_, &msg, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent != 1) {
+    throw Error(ErrorKind::Disconnected, "dj ring: the peer on fd " + std::to_string(socket_) +
+                                             " is gone (" + std::strerror(errno) + ")");
+  }
+}
+
+size_t RingLink::readable() const {
+  uint64_t used = in_->tail.load(std::memory_order_acquire) -
+                  in_->head.load(std::memory_order_relaxed);
+  if (used > cap_) throw corrupt(used, cap_);
+  return static_cast<size_t>(used);
+}
+
+size_t RingLink::read(char* at, size_t n) {
+  Header& h = *in_;
+  uint64_t head = h.head.load(std::memory_order_relaxed);  // only this side writes it
+  uint64_t used = h.tail.load(std::memory_order_acquire) - head;
+  if (used > cap_) throw corrupt(used, cap_);
+  n = std::min<size_t>(n, static_cast<size_t>(used));
+  if (n == 0) return 0;
+  size_t from = static_cast<size_t>(head & (cap_ - 1));
+  size_t first = std::min(n, cap_ - from);
+  std::memcpy(at, in_data_ + from, first);
+  std::memcpy(at + first, in_data_, n - first);
+  h.head.store(head + n, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with wait_for_room's
+  if (h.writer_waiting.load(std::memory_order_relaxed)) {
+    h.writer_waiting.store(0, std::memory_order_relaxed);
+    h.room_seq.fetch_add(1, std::memory_order_release);
+    futex_wake(&h.room_seq);
+  }
+  return n;
+}
+
+bool RingLink::wait() {
+  Header& h = *in_;
+  auto spin_until = Clock::now() + kRingSpin;
+  for (unsigned i = 1;; ++i) {
+    if (readable() > 0) return false;
+    if (i % 64 == 0 && Clock::now() >= spin_until) break;
+    cpu_relax();
+  }
+  uint32_t was = h.reader_asleep.load(std::memory_order_relaxed);
+  h.reader_asleep.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with publish()
+  bool socket_ready = false;
+  if (readable() == 0) {
+    pollfd fds[2] = {{my_bell_, POLLIN, 0}, {socket_, POLLIN, 0}};
+    if (::poll(fds, 2, -1) > 0) {
+      if (fds[0].revents & POLLIN) drain_bell();
+      socket_ready = fds[1].revents != 0;
+    }
+  }
+  h.reader_asleep.store(was, std::memory_order_relaxed);
+  return socket_ready;
+}
+
+void RingLink::set_asleep(bool asleep) {
+  in_->reader_asleep.store(asleep ? 1 : 0, std::memory_order_relaxed);
+  if (!asleep) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with publish()
+  if (readable() > 0) ring_bell(my_bell_);
+}
+
+void RingLink::drain_bell() {
+  uint64_t count;
+  ssize_t ignored = ::read(my_bell_, &count, sizeof count);
+  (void)ignored;
+}
+
+}  // namespace dj::wire

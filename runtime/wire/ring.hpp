@@ -1,0 +1,99 @@
+// Frames between the master and a worker on the same host, through shared memory.
+//
+// A RingLink is two single-producer, single-consumer byte rings in one sealed memfd, one ring
+// each way, beside the connection's Unix socket. After the RingOffer/RingReady exchange every
+// frame goes through the rings: a writer copies its bytes in and publishes them with one
+// release store, and a reader that was spinning sees them a few hundred nanoseconds later, so
+// a round trip between two busy processes costs no system call at all.
+//
+// Waiting is spin-then-block. A reader spins for kRingSpin; then it says it is asleep (a flag in
+// the ring) and sleeps in poll() on its doorbell (an eventfd) and on the socket. A writer rings
+// the doorbell only when the flag says the reader sleeps, so a busy exchange costs nothing and
+// an idle process uses no CPU. The master's I/O thread, which reads many workers, keeps the
+// flag set and sleeps in epoll on the doorbell instead. A writer that finds its ring full
+// spins, then sleeps on a futex in the ring, waking every kRingLivenessCheck to see whether the
+// reader's process still exists (its socket end is closed when it dies).
+//
+// The socket stays open for what shared memory cannot carry: the end of the connection (a dead
+// peer's socket reads EOF, which wakes a sleeping reader) and the descriptor of each bulk frame
+// (wire/bulk.hpp): the frame's bytes go into the ring, then one byte with the descriptor goes
+// on the socket, so the reader finds it there when it reaches the frame.
+//
+// Every position read from shared memory is checked (a peer cannot make the reader copy
+// outside the ring). Thread-safety: one writer and one reader at a time per direction (the
+// owners serialise them); readable() may be called by the reader only.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace dj::wire {
+
+inline constexpr size_t kRingBytes = size_t{256} << 10;
+inline constexpr auto kRingSpin = std::chrono::microseconds(40);
+inline constexpr auto kRingLivenessCheck = std::chrono::milliseconds(20);
+
+class RingLink {
+ public:
+  // Master side: creates the memory (two rings of `ring_bytes`, a power of two) and both
+  // doorbells. `socket` is the connection it sits beside (not owned).
+  // Throws: ResourceExhausted when memory or descriptors run out.
+  static std::shared_ptr<RingLink> create(int socket, size_t ring_bytes = kRingBytes);
+  // Worker side: maps what came with RingOffer, taking ownership of the three descriptors
+  // (closed on failure too). Throws: InvalidArgument naming what is wrong with them.
+  static std::shared_ptr<RingLink> attach(int socket, int memfd, int my_bell, int peer_bell,
+                                          uint64_t ring_bytes);
+  ~RingLink();
+  RingLink(const RingLink&) = delete;
+  RingLink& operator=(const RingLink&) = delete;
+
+  // What the worker needs, in RingOffer's order (memfd, its doorbell, the master's doorbell).
+  std::array<int, 3> offer_fds() const;
+  size_t ring_bytes() const { return cap_; }
+  // Readable when the peer rang this side (for epoll).
+  int bell_fd() const { return my_bell_; }
+
+  // Writer. Copies the bytes in, waiting for room when the ring is full, and publishes them.
+  // Throws: Disconnected when the reader's process is gone while waiting for room.
+  void write(const iovec* iov, int count);
+  // write(), then one byte carrying `fd` (SCM_RIGHTS) on the socket. Throws like write().
+  void write_with_fd(const iovec* iov, int count, int fd);
+
+  // Reader. Bytes waiting in the incoming ring. Throws: InvalidArgument if its positions are
+  // corrupt.
+  size_t readable() const;
+  // Copies up to n waiting bytes out (0: none waiting). Never blocks.
+  size_t read(char* at, size_t n);
+  // Waits until readable() or until the socket has something to read (EOF or a descriptor):
+  // spins for kRingSpin, then sleeps. Returns true when the socket should be looked at.
+  bool wait();
+  // Whether the reader sleeps without spinning first (the master's I/O thread, in epoll):
+  // writers then always ring. Setting it true rings this side's own doorbell when bytes are
+  // already waiting, so the sleeper cannot miss them.
+  void set_asleep(bool asleep);
+  // Empties this side's doorbell (after epoll reported it).
+  void drain_bell();
+
+ private:
+  struct Header;
+  RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap, bool master);
+  void publish(Header& h, uint64_t tail);
+  void wait_for_room(Header& h);
+  int socket_;
+  int memfd_, my_bell_, peer_bell_;
+  size_t cap_;
+  unsigned char* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  Header* out_ = nullptr;  // the ring this side writes
+  Header* in_ = nullptr;   // the ring this side reads
+  unsigned char* out_data_ = nullptr;
+  unsigned char* in_data_ = nullptr;
+};
+
+}  // namespace dj::wire
