@@ -383,7 +383,8 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
   if (same_host && rings_enabled()) ring = offer_ring(sock.get(), who, pid);
   set_receive_timeout(sock.get(), std::chrono::milliseconds(0));
   auto link = std::make_shared<WorkerLink>(pid, std::move(w), std::move(sock));
-  link->info = {pid, static_cast<long>(welcome->os_pid), welcome->hostname, address};
+  link->info = {pid, static_cast<long>(welcome->os_pid), welcome->hostname, address,
+                ring ? "shared memory" : same_host ? "unix socket" : direct ? "tcp" : "tunnel"};
   link->host_identity = welcome->boot_id;
   link->direct = direct;
   link->peer = {pid, address,
@@ -546,7 +547,7 @@ void Cluster::rmprocs(const std::vector<int>& pids, std::chrono::milliseconds gr
 }
 
 WorkerInfo Cluster::info(int pid) const {
-  if (pid == 1) return {1, static_cast<long>(::getpid()), host_name(), ""};
+  if (pid == 1) return {1, static_cast<long>(::getpid()), host_name(), "", ""};
   std::lock_guard lock(mu_);
   return find_locked(pid)->info;
 }

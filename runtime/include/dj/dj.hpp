@@ -165,6 +165,10 @@ struct WorkerInfo {
   long os_pid = 0;       // Process id on its host.
   std::string host;      // Host name the worker reported.
   std::string address;   // host:port the worker listens on (empty for pid 1).
+  // How the master reaches it: "shared memory" (same host: rings, see docs/ARCHITECTURE.md),
+  // "unix socket" (same host with DJ_RING=0), "tcp", or "tunnel" (its manager's own path, such
+  // as an SSH forward); empty for pid 1.
+  std::string link;
 };
 // Throws: NotFound for an unknown pid.
 WorkerInfo worker_info(int pid);

@@ -1,0 +1,240 @@
+// Frames between the master and a same-host worker go through shared-memory rings
+// (runtime/wire/ring.hpp): frames of any size cross intact, sleeping readers and writers wake,
+// a dead peer is noticed, bad memory is refused, and through the public API a worker killed
+// mid-call fails only its own callers while the other workers' rings keep working.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "dj/dj.hpp"
+#include "net.hpp"
+#include "test_support.hpp"
+#include "wire/frame.hpp"
+#include "wire/ring.hpp"
+
+using namespace dj;
+using Catch::Contains;
+
+namespace {
+
+// Both ends of a ring link in this process, as the master and a worker hold them.
+struct RingPair {
+  detail::Fd master_sock, worker_sock;
+  std::shared_ptr<wire::RingLink> master, worker;
+  explicit RingPair(size_t ring_bytes) {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+    master_sock = detail::Fd(fds[0]);
+    worker_sock = detail::Fd(fds[1]);
+    master = wire::RingLink::create(master_sock.get(), ring_bytes);
+    auto offered = master->offer_fds();
+    worker = wire::RingLink::attach(worker_sock.get(), ::dup(offered[0]), ::dup(offered[1]),
+                                    ::dup(offered[2]), ring_bytes);
+  }
+};
+
+std::string pattern(size_t n, size_t seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + seed * 7) & 0xff);
+  return s;
+}
+
+// CPU time (user + system) a process has used, in clock ticks.
+long cpu_ticks(long pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::istringstream rest(text.substr(text.rfind(')') + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+}  // namespace
+
+TEST_CASE("frames of every size cross a shared-memory ring intact, larger than the ring too",
+          "[ring][wire]") {
+  RingPair link(4096);  // the smallest ring: most frames wrap, many wait for room
+  wire::FrameReader reader(link.worker_sock.get());
+  reader.use_ring(link.worker);
+  constexpr int kFrames = 600;
+  auto writer = std::async(std::launch::async, [&] {
+    for (int i = 0; i < kFrames; ++i) {
+      size_t size = static_cast<size_t>(i * 97) % 20000;  // up to five times the ring
+      wire::write_frame(wire::Outlet(link.master_sock.get(), link.master.get()),
+                        wire::Ping{static_cast<uint64_t>(i)}, pattern(size, i));
+    }
+  });
+  for (int i = 0; i < kFrames; ++i) {
+    auto frame = reader.next();
+    REQUIRE(frame);
+    REQUIRE(std::get<wire::Ping>(frame->message).seq == static_cast<uint64_t>(i));
+    REQUIRE(frame->payload == pattern(static_cast<size_t>(i * 97) % 20000, i));
+  }
+  writer.get();
+  CHECK_FALSE(reader.more_waiting());
+}
+
+TEST_CASE("a reader asleep on an empty ring wakes for a frame, and for its peer's end",
+          "[ring][wire]") {
+  RingPair link(64 * 1024);
+  wire::FrameReader reader(link.master_sock.get());
+  reader.use_ring(link.master);
+  auto got = std::async(std::launch::async, [&] { return reader.next(); });
+  // Long past the spin: the reader sleeps on its doorbell.
+  REQUIRE(got.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  wire::write_frame(wire::Outlet(link.worker_sock.get(), link.worker.get()), wire::Pong{42});
+  REQUIRE(got.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  auto frame = got.get();
+  REQUIRE(frame);
+  CHECK(std::get<wire::Pong>(frame->message).seq == 42);
+  // The worker's process ends: its socket closes, and the sleeping reader sees the end.
+  auto end = std::async(std::launch::async, [&] { return reader.next(); });
+  REQUIRE(end.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  link.worker_sock = detail::Fd();
+  REQUIRE(end.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK_FALSE(end.get());
+}
+
+TEST_CASE("a writer waiting for room in a full ring fails with Disconnected once the reader is gone",
+          "[ring][wire][errors]") {
+  RingPair link(4096);
+  std::string big(3000, 'x');
+  auto out = wire::Outlet(link.master_sock.get(), link.master.get());
+  wire::write_frame(out, wire::Ping{1}, big);  // fits; nobody reads it
+  auto blocked = std::async(std::launch::async, [&] { wire::write_frame(out, wire::Ping{2}, big); });
+  REQUIRE(blocked.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  link.worker_sock = detail::Fd();  // the reader's process ends
+  REQUIRE(blocked.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  try {
+    blocked.get();
+    FAIL("a write into a full ring with no reader returned");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Disconnected);
+    CHECK_THAT(e.what(), Contains("gone"));
+  }
+}
+
+TEST_CASE("a worker refuses ring memory of the wrong size, unsealed, or an odd ring size",
+          "[ring][wire][errors]") {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  detail::Fd a(fds[0]), b(fds[1]);
+  auto bell = [] { return ::eventfd(0, EFD_CLOEXEC); };
+  {
+    int memfd = ::memfd_create("not-a-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    REQUIRE(::ftruncate(memfd, 4096 + 2 * 8192) == 0);
+    CHECK_THROWS_WITH(wire::RingLink::attach(b.get(), memfd, bell(), bell(), 8192),
+                      Contains("not sealed against shrinking"));
+  }
+  {
+    int memfd = ::memfd_create("not-a-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    REQUIRE(::ftruncate(memfd, 4096) == 0);
+    CHECK_THROWS_WITH(wire::RingLink::attach(b.get(), memfd, bell(), bell(), 8192),
+                      Contains("is not 20480 bytes"));
+  }
+  int memfd = ::memfd_create("not-a-ring", MFD_CLOEXEC);
+  CHECK_THROWS_WITH(wire::RingLink::attach(b.get(), memfd, bell(), bell(), 5000),
+                    Contains("power of two"));
+}
+
+TEST_CASE("corrupt ring positions are refused, never followed", "[ring][wire][errors]") {
+  RingPair link(4096);
+  // A confused or hostile peer claims far more bytes than the ring holds.
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, link.master->offer_fds()[0], 0);
+  REQUIRE(p != MAP_FAILED);
+  uint64_t tail = 1u << 20;
+  std::memcpy(p, &tail, sizeof tail);  // the master->worker ring's tail comes first
+  wire::FrameReader reader(link.worker_sock.get());
+  reader.use_ring(link.worker);
+  try {
+    reader.next();
+    FAIL("a corrupt ring was read");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::InvalidArgument);
+    CHECK_THAT(e.what(), Contains("corrupt positions"));
+  }
+  ::munmap(p, 4096);
+}
+
+TEST_CASE("a same-host worker is reached through shared memory", "[ring]") {
+  std::vector<int> pids = addprocs(2);
+  for (int p : pids) CHECK(worker_info(p).link == "shared memory");
+  auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
+  for (int i = 0; i < 2000; ++i) REQUIRE(remotecall_fetch(add, pids[i % 2], 1.0, i) == 1.0 + i);
+  // A value larger than the ring (and below the bulk-frame size) streams through it.
+  auto scale = everywhere(test::plugin("test_kernels"))
+                   .kernel<std::vector<double>(std::vector<double>, double)>("scale");
+  std::vector<double> v(110000);  // 880 KB
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i);
+  auto out = remotecall_fetch(scale, pids[0], v, 2.0);
+  REQUIRE(out.size() == v.size());
+  for (size_t i = 0; i < v.size(); ++i) REQUIRE(out[i] == 2.0 * v[i]);
+}
+
+TEST_CASE("DJ_RING=0 keeps same-host workers on their socket", "[ring]") {
+  ::setenv("DJ_RING", "0", 1);
+  std::vector<int> pids = addprocs(1);
+  CHECK(worker_info(pids[0]).link == "unix socket");
+  auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
+  CHECK(remotecall_fetch(add, pids[0], 3.0, 3.0) == 6.0);
+}
+
+TEST_CASE("a worker killed mid-call fails its callers and leaves the other workers' rings working",
+          "[ring][errors]") {
+  std::vector<int> pids = addprocs(3);
+  Plugin plugin = everywhere(test::plugin("test_kernels"));
+  auto sleep_ms = plugin.kernel<int32_t(int32_t)>("sleep_ms");
+  auto add = plugin.kernel<double(double, double)>("add");
+  std::vector<std::future<int32_t>> calls;
+  for (int p : pids) {
+    calls.push_back(std::async(std::launch::async, [&, p] { return remotecall_fetch(sleep_ms, p, 300); }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto queued = remotecall(sleep_ms, pids[0], 1);  // waits behind the first, on the doomed worker
+  REQUIRE(::kill(static_cast<pid_t>(worker_info(pids[0]).os_pid), SIGKILL) == 0);
+  try {
+    calls[0].get();
+    FAIL("a call to a killed worker returned");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Disconnected);
+    CHECK_THAT(e.what(), Contains("ProcessExited(" + std::to_string(pids[0]) + ")"));
+  }
+  CHECK_THROWS_WITH(fetch(queued), Contains("ProcessExited(" + std::to_string(pids[0]) + ")"));
+  CHECK(calls[1].get() == 300);
+  CHECK(calls[2].get() == 300);
+  // The survivors' rings are not wedged: round trips, and a pipelined burst, all answered.
+  for (int i = 0; i < 500; ++i) REQUIRE(remotecall_fetch(add, pids[1 + i % 2], 2.0, i) == 2.0 + i);
+  std::vector<Future<double>> burst;
+  for (int i = 0; i < 2000; ++i) burst.push_back(remotecall(add, pids[1 + i % 2], 1.0, i));
+  for (int i = 0; i < 2000; ++i) REQUIRE(fetch(burst[static_cast<size_t>(i)]) == 1.0 + i);
+  CHECK(workers() == std::vector<int>{pids[1], pids[2]});
+}
+
+TEST_CASE("a worker stops spinning on its ring once idle and then uses no CPU", "[ring]") {
+  std::vector<int> pids = addprocs(1);
+  auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
+  for (int i = 0; i < 20000; ++i) remotecall_fetch(add, pids[0], 1.0, 1.0);  // both sides spin
+  long pid = worker_info(pids[0]).os_pid;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  long before = cpu_ticks(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  long used = cpu_ticks(pid) - before;
+  // A worker still spinning would use the whole second (about 100 ticks).
+  CHECK(used < 10);
+  CHECK(remotecall_fetch(add, pids[0], 3.0, 3.0) == 6.0);  // and it still answers
+}
