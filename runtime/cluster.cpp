@@ -55,37 +55,6 @@ std::optional<std::string> read_line(int fd, Clock::time_point deadline, const s
   }
 }
 
-// Same-host workers take every frame through shared-memory rings; DJ_RING=0 keeps them on the
-// socket (to compare the two, or to rule the rings out).
-bool rings_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("DJ_RING");
-    return !(v && std::string(v) == "0");
-  }();
-  return enabled;
-}
-
-// Offers a fresh pair of rings to a same-host worker (RingOffer) and waits for its RingReady
-// (the socket's receive timeout bounds the wait). Null when the worker refused them: the
-// socket then stays the connection, which works, only slower.
-std::shared_ptr<wire::RingLink> offer_ring(int sock, const std::string& who, int pid) {
-  auto ring = wire::RingLink::create(sock);
-  auto fds = ring->offer_fds();
-  wire::write_frame_with_fds(sock, wire::RingOffer{ring->ring_bytes()}, {fds[0], fds[1], fds[2]});
-  auto frame = wire::read_frame(sock);
-  const auto* ready = frame ? std::get_if<wire::RingReady>(&frame->message) : nullptr;
-  if (!ready) {
-    throw Error(ErrorKind::Disconnected, who + " did not answer the shared-memory ring offer",
-                pid);
-  }
-  if (!ready->ok) {
-    log_line(who + " refused shared memory for its connection (" + ready->error +
-             "); using its socket");
-    return nullptr;
-  }
-  return ring;
-}
-
 std::string drain_text(int fd) {
   std::string text;
   for (int i = 0; i < 50; ++i) {
@@ -380,7 +349,15 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
     throw Error(ErrorKind::Disconnected, who + " at " + address + " refused the handshake", pid);
   }
   std::shared_ptr<wire::RingLink> ring;
-  if (same_host && rings_enabled()) ring = offer_ring(sock.get(), who, pid);
+  if (same_host && wire::rings_enabled()) {
+    std::string refused;
+    try {
+      ring = wire::offer_ring(sock.get(), refused);
+    } catch (const Error& e) {
+      throw Error(ErrorKind::Disconnected, who + " " + e.what(), pid);
+    }
+    if (!ring) log_line(who + " refused shared memory for its connection (" + refused + "); using its socket");
+  }
   set_receive_timeout(sock.get(), std::chrono::milliseconds(0));
   auto link = std::make_shared<WorkerLink>(pid, std::move(w), std::move(sock));
   link->info = {pid, static_cast<long>(welcome->os_pid), welcome->hostname, address,

@@ -45,6 +45,7 @@ void set_request_id(wire::Message& m, uint64_t id) {
 struct PeerLinks::Conn {
   int pid = 0;
   Fd fd;
+  std::shared_ptr<wire::RingLink> ring;  // same host: every frame goes through it
   std::mutex write_mu;
   std::mutex mu;
   uint64_t next_id = 1;                                         // guarded by mu
@@ -83,7 +84,8 @@ std::shared_ptr<PeerLinks::Conn> PeerLinks::connect(int pid) {
     where = it->second;
   }
   Fd fd;
-  if (!where.unix_name.empty() && where.host_identity == host_identity()) {
+  const bool same_host = !where.unix_name.empty() && where.host_identity == host_identity();
+  if (same_host) {
     fd = connect_unix_abstract(where.unix_name, kPeerConnectTimeout);
   } else {
     auto [host, port] = split_host_port(where.address);
@@ -92,13 +94,21 @@ std::shared_ptr<PeerLinks::Conn> PeerLinks::connect(int pid) {
   wire::write_frame(fd.get(), wire::Hello{cookie_, pid, self_, wire::kProtocolVersion});
   set_receive_timeout(fd.get(), kPeerConnectTimeout);
   auto frame = wire::read_frame(fd.get());
-  set_receive_timeout(fd.get(), std::chrono::milliseconds(0));
   const auto* welcome = frame ? std::get_if<wire::Welcome>(&frame->message) : nullptr;
   if (!welcome || welcome->pid != pid) {
     throw Error(ErrorKind::Disconnected,
                 "worker " + std::to_string(pid) + " refused the peer handshake");
   }
   auto conn = std::make_shared<Conn>();
+  if (same_host && wire::rings_enabled()) {
+    std::string refused;
+    conn->ring = wire::offer_ring(fd.get(), refused);
+    if (!conn->ring) {
+      log_line("worker " + std::to_string(pid) + " refused shared memory for our connection (" +
+               refused + "); using its socket");
+    }
+  }
+  set_receive_timeout(fd.get(), std::chrono::milliseconds(0));
   conn->pid = pid;
   conn->fd = std::move(fd);
   {
@@ -119,6 +129,7 @@ void PeerLinks::read_loop(const std::shared_ptr<Conn>& conn, PeerLinks* owner) {
   std::string why;
   try {
     wire::FrameReader reader(conn->fd.get());
+    if (conn->ring) reader.use_ring(conn->ring);
     for (;;) {
       auto frame = reader.next();
       if (!frame) {
@@ -190,7 +201,7 @@ StoredValue PeerLinks::request(int pid, wire::Message message, const std::string
   }
   try {
     std::lock_guard lock(conn->write_mu);
-    wire::write_frame(conn->fd.get(), message, payload);
+    wire::write_frame(wire::Outlet(conn->fd.get(), conn->ring.get()), message, payload);
   } catch (const Error&) {
     // The reader sees the connection end too and fails the slot.
   }
@@ -203,10 +214,11 @@ void serve_peer(Fd fd, int peer_pid, ValueStore& store) {
   struct Link {
     Fd fd;
     std::mutex write_mu;
+    std::shared_ptr<wire::RingLink> ring;  // guarded by write_mu: set by the peer's RingOffer
     void answer(const wire::Result& r, const std::string& bytes) {
       std::lock_guard lock(write_mu);
       try {
-        wire::write_frame(fd.get(), r, r.ok ? bytes : std::string());
+        wire::write_frame(wire::Outlet(fd.get(), ring.get()), r, r.ok ? bytes : std::string());
       } catch (const Error&) {
         // The peer is gone; its reader fails its own requests.
       }
@@ -218,8 +230,12 @@ void serve_peer(Fd fd, int peer_pid, ValueStore& store) {
     std::string who = "peer worker " + std::to_string(peer_pid);
     try {
       wire::FrameReader reader(link->fd.get());
+      reader.keep_descriptors();  // a same-host peer's RingOffer brings them
       while (auto frame = reader.next()) {
-        if (auto* f = std::get_if<wire::Fetch>(&frame->message)) {
+        if (auto* offer = std::get_if<wire::RingOffer>(&frame->message)) {
+          std::lock_guard lock(link->write_mu);
+          link->ring = wire::accept_ring(reader, link->fd.get(), *offer);
+        } else if (auto* f = std::get_if<wire::Fetch>(&frame->message)) {
           uint64_t req = f->request_id;
           bool known = store.get_or_wait(f->ref_id, [link, req](const ValuePtr& v) {
             link->answer(wire::Result{req, v->ok, v->error}, v->bytes);

@@ -250,28 +250,13 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
 }
 
 void WorkerServer::take_ring(const wire::RingOffer& offer) {
-  wire::RingReady answer{false, {}};
-  std::shared_ptr<wire::RingLink> ring;
-  try {
-    if (ring_ || !bulk_) {
-      throw Error(ErrorKind::InvalidArgument,
-                  ring_ ? "the connection already uses a ring" : "the master is not on this host");
-    }
-    auto fds = reader_->take_fds(3);
-    ring = wire::RingLink::attach(master_.get(), fds[0], fds[1], fds[2], offer.ring_bytes);
-    answer.ok = true;
-  } catch (const Error& e) {
-    answer.error = e.what();
-  }
   std::lock_guard lock(write_mu_);
   try {
-    wire::write_frame(master_.get(), answer);  // the last frame on the socket itself
+    // This thread holds the reader role: the reader switches to the rings here.
+    ring_ = wire::accept_ring(*reader_, master_.get(), offer);
   } catch (const Error&) {
     exit_now(0, "");  // Master gone: nothing left to serve.
   }
-  if (!ring) return;
-  ring_ = ring;
-  reader_->use_ring(std::move(ring));  // this thread holds the reader role
 }
 
 StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {

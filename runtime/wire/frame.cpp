@@ -233,6 +233,7 @@ FrameReader::~FrameReader() {
 void FrameReader::accept_bulk(std::function<void(uint64_t)> release) {
   bulk_release_ = std::move(release);
   accept_bulk_ = true;
+  receive_fds_ = true;
 }
 
 // A frame's descriptor arrives with its bytes: recvmsg keeps them when bulk frames are taken.
@@ -262,7 +263,7 @@ ssize_t FrameReader::receive(char* at, size_t n, int flags) {
 }
 
 ssize_t FrameReader::read_some(char* at, size_t n) {
-  if (!ring_) return accept_bulk_ ? receive(at, n, 0) : ::read(fd_, at, n);
+  if (!ring_) return receive_fds_ ? receive(at, n, 0) : ::read(fd_, at, n);
   for (;;) {
     if (size_t got = ring_->read(at, n)) return static_cast<ssize_t>(got);
     if (eof_) return 0;  // Everything the peer wrote before it went has been read.

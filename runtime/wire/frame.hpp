@@ -95,6 +95,8 @@ class FrameReader {
   // the bytes, and maps each bulk payload; `release(token)` runs when the payload is dropped
   // (it sends BulkFree). Without this, a bulk frame is refused as malformed. Call before next().
   void accept_bulk(std::function<void(uint64_t)> release);
+  // Keeps descriptors passed with frames (for RingOffer) without taking bulk frames.
+  void keep_descriptors() { receive_fds_ = true; }
   // Reads from `ring` from now on (RingOffer/RingReady); the socket then brings only the
   // descriptors of bulk frames and the end of the connection. Socket bytes already buffered
   // can only be such descriptors' carrier bytes, and are dropped.
@@ -134,10 +136,25 @@ class FrameReader {
   std::atomic<uint64_t> bytes_read_{0};
   std::function<void(uint64_t)> bulk_release_;
   bool accept_bulk_ = false;
+  bool receive_fds_ = false;  // read with recvmsg, keeping descriptors
   std::deque<int> fds_;  // descriptors received, in order, for the bulk frames they came with
   std::shared_ptr<RingLink> ring_;
   bool eof_ = false;  // ring mode: the socket reached its end
 };
+
+// Shared-memory rings on a same-host connection (wire/ring.hpp), set up right after Welcome.
+// Whether they are used at all: DJ_RING=0 keeps every connection on its socket.
+bool rings_enabled();
+// The connecting side: sends RingOffer with the rings' descriptors and reads RingReady (the
+// socket's receive timeout bounds the wait). Returns the rings, or null with `refused` set to
+// the peer's reason (the socket then stays the connection). Throws: Disconnected when no
+// RingReady comes.
+std::shared_ptr<RingLink> offer_ring(int sock, std::string& refused);
+// The accepting side, on RingOffer: maps the rings that came with it (reader keeps
+// descriptors) and answers RingReady on the socket, the last frame written there; the caller
+// holds its write lock and switches its writes, and `reader`, to the rings returned (null: it
+// refused them, and said why).
+std::shared_ptr<RingLink> accept_ring(FrameReader& reader, int sock, const RingOffer& offer);
 
 // Parses a complete frame held in memory (used by the fuzzer). Throws like read_frame.
 Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes = kDefaultMaxPayloadBytes);
