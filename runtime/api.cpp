@@ -133,15 +133,27 @@ unsigned char* ArgBlob::append(size_t n) {
 }
 
 unsigned char* ArgBlob::begin_value(size_t n) {
-  unsigned char* at = append(1 + 8 + n);
+  // A large value starts 8-byte aligned (tag 2 and padding), so that the worker can read an
+  // array in it in place (dj::ArrayView); a small one is packed (tag 0).
+  const bool align = n >= kAlignedArgBytes;
+  const size_t offset = lent ? lent->size : bytes.size();
+  const size_t pad = align ? (8 - (offset + 2 + 8) % 8) % 8 : 0;
+  const size_t head = align ? 2 + pad + 8 : 1 + 8;
+  unsigned char* at = append(head + n);
   uint32_t count;
   std::memcpy(&count, start(), 4);
   ++count;
   std::memcpy(start(), &count, 4);
   uint64_t len = n;
-  at[0] = 0;
-  std::memcpy(at + 1, &len, 8);
-  return at + 9;
+  if (align) {
+    at[0] = 2;
+    at[1] = static_cast<unsigned char>(pad);
+    std::memset(at + 2, 0, pad);
+  } else {
+    at[0] = 0;
+  }
+  std::memcpy(at + head - 8, &len, 8);
+  return at + head;
 }
 
 void ArgBlob::add_ref(const std::shared_ptr<RefState>& ref) {

@@ -40,7 +40,14 @@ std::vector<ParsedArg> parse_args(const char* data, size_t size) {
   std::vector<ParsedArg> args(count);
   for (auto& a : args) {
     auto tag = load<uint8_t>(blob, at);
-    if (tag == 0) {
+    if (tag == 2) {
+      auto pad = load<uint8_t>(blob, at);
+      if (pad > 7 || pad > blob.size() - at) {
+        throw Error(ErrorKind::InvalidArgument, "dj: bad argument padding " + std::to_string(pad));
+      }
+      at += pad;
+    }
+    if (tag == 0 || tag == 2) {
       auto len = load<uint64_t>(blob, at);
       if (len > blob.size() - at) {
         throw Error(ErrorKind::InvalidArgument, "dj: argument of " + std::to_string(len) +

@@ -5,6 +5,9 @@
 // Argument blob: u32 count, then per argument a u8 tag:
 //   0 (value): u64 length, then the encoded value (dj/serialize.hpp)
 //   1 (ref):   i32 owner pid, u64 ref id
+//   2 (aligned value): u8 pad (0..7), pad zero bytes, u64 length, then the encoded value,
+//              which starts at a multiple of 8 from the blob's start (large values: an array
+//              in it can be read in place)
 // Batch blob (a pmap call's payload): per element u64 length, then that element's argument blob.
 // Batch result (the worker's answer): per element u8 tag (1 ok, else 2 + ErrorKind), u64 length,
 // then the encoded value or the error text.

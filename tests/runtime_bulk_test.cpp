@@ -87,6 +87,48 @@ TEST_CASE("a large argument and result to a same-host worker go through shared m
         std::vector<double>(kLarge, 1.5));
 }
 
+// Whether `p` lies in a bulk arena mapped by this process.
+bool in_bulk_arena(const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  auto at = reinterpret_cast<uintptr_t>(p);
+  for (std::string line; std::getline(maps, line);) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && at >= lo && at < hi) {
+      return line.find("/memfd:dj-bulk") != std::string::npos;
+    }
+  }
+  return false;
+}
+
+TEST_CASE("ArrayView arguments and results are read in place, not copied", "[bulk][view]") {
+  addprocs(1);
+  Plugin plugin = everywhere(test::plugin("test_kernels"));
+  auto sum_view = plugin.kernel<double(int32_t, ArrayView<double>)>("sum_view");
+  auto in_place = plugin.kernel<bool(ArrayView<double>)>("view_in_place");
+  auto echo_view = plugin.kernel<ArrayView<double>(ArrayView<double>)>("echo_view");
+  // The same kernels, called as taking and returning std::vector (the same wire form).
+  auto echo_vector = plugin.kernel<std::vector<double>(std::vector<double>)>("echo_view");
+  auto v = ramp(kLarge);
+  // After a small argument, the large one still starts aligned and is read where it arrived.
+  CHECK(remotecall_fetch(sum_view, 2, int32_t{2}, v) == Approx((kLarge - 1) * kLarge / 2.0));
+  CHECK(remotecall_fetch(in_place, 2, v));
+  // The result stays in the worker's shared memory while the view lives.
+  ArrayView<double> back = remotecall_fetch(echo_view, 2, v);
+  REQUIRE(back.size() == v.size());
+  CHECK(in_bulk_arena(back.data()));
+  CHECK(std::equal(back.begin(), back.end(), v.begin()));
+  // Held meanwhile: the worker's next large result takes the ring instead, and is intact.
+  ArrayView<double> second = remotecall_fetch(echo_view, 2, ramp(kLarge / 2));
+  CHECK_FALSE(in_bulk_arena(second.data()));
+  CHECK(second.to_vector() == ramp(kLarge / 2));
+  CHECK(back[kLarge - 1] == v[kLarge - 1]);  // the first view is still good
+  CHECK(remotecall_fetch(echo_vector, 2, v) == v);
+  // Small arrays are copied (nothing to read in place), and work the same.
+  CHECK_FALSE(remotecall_fetch(in_place, 2, ramp(10)));
+  CHECK(remotecall_fetch(echo_view, 2, ramp(10)).to_vector() == ramp(10));
+  CHECK(remotecall_fetch(echo_view, 2, std::vector<double>{}).empty());
+}
+
 TEST_CASE("an idle bulk arena gives its memory back on both sides", "[bulk]") {
   addprocs(1);
   Kernels k;

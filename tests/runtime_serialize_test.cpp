@@ -1,7 +1,10 @@
 // Typed values <-> bytes, type names in signatures, and hostile bytes.
 #include <catch2/catch.hpp>
 
+#include "dj/array_view.hpp"
 #include "dj/serialize.hpp"
+
+#include <cstring>
 
 using namespace dj;
 
@@ -73,4 +76,36 @@ TEST_CASE("bytes of the wrong type or length are refused, never read out of boun
   std::memcpy(mat.data(), &big, 8);
   std::memcpy(mat.data() + 8, &big, 8);
   REQUIRE_THROWS_WITH(ser::from_bytes<Matrix<double>>(mat), Catch::Contains("larger than"));
+}
+
+TEST_CASE("an ArrayView has std::vector's wire form and keeps or copies its bytes as told",
+          "[serialize][view]") {
+  std::vector<double> v{1.5, -2.0, 3.25};
+  CHECK(ser::type_name<ArrayView<double>>() == ser::type_name<std::vector<double>>());
+  CHECK(ser::to_bytes(ArrayView<double>(v)) == ser::to_bytes(v));
+  std::string bytes = ser::to_bytes(v);
+  // Owned bytes: copied, so the view outlives them.
+  ArrayView<double> copied = ser::from_bytes<ArrayView<double>>(bytes);
+  bytes.assign(bytes.size(), '\0');
+  CHECK(copied.to_vector() == v);
+  // Lent bytes (8-aligned, as shared memory is): read in place, kept alive by the lease.
+  auto shared = std::make_shared<std::vector<uint64_t>>(4);
+  std::memcpy(shared->data(), ser::to_bytes(v).data(), 32);
+  const auto* at = reinterpret_cast<const unsigned char*>(shared->data());
+  ArrayView<double> kept = ser::from_bytes<ArrayView<double>>(ser::Bytes(at, 32, shared));
+  CHECK(kept.data() == reinterpret_cast<const double*>(at + 8));
+  shared.reset();  // the view's lease keeps the memory
+  CHECK(kept.to_vector() == v);
+  // Misaligned bytes are copied rather than read misaligned.
+  std::vector<unsigned char> odd(33);
+  std::memcpy(odd.data() + 1, ser::to_bytes(v).data(), 32);
+  ser::Reader r(odd.data() + 1, 32);
+  r.borrow();
+  ArrayView<double> realigned = ser::read_whole<ArrayView<double>>(r);
+  CHECK(reinterpret_cast<uintptr_t>(realigned.data()) % alignof(double) == 0);
+  CHECK(realigned.to_vector() == v);
+  // A count beyond the bytes is refused.
+  std::string bad = ser::to_bytes(v);
+  bad.resize(20);
+  CHECK_THROWS_WITH(ser::from_bytes<ArrayView<double>>(bad), Catch::Contains("exceeds"));
 }

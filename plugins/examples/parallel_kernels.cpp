@@ -82,9 +82,13 @@ void square_copy(std::vector<int64_t> a, int64_t first, int64_t last) {
 
 int64_t noop(int64_t x) { return x; }
 
-// The array there and back (bench_shm's bandwidth figure).
+// The array there and back (bench_shm's bandwidth figures): into a fresh std::vector each way,
+// and read in place each way (the argument from the master's shared memory, the result, on a
+// same-host master, from the worker's).
 std::vector<double> echo(const std::vector<double>& v) { return v; }
+dj::ArrayView<double> echo_view(dj::ArrayView<double> v) { return v; }
 
 DJ_PLUGIN("parallel_kernels", DJ_KERNEL(svdvals), DJ_KERNEL(svdvals_verbose),
           DJ_KERNEL(count_heads), DJ_KERNEL(count_heads_verbose), DJ_KERNEL(pi_hits),
-          DJ_KERNEL(square_copy), DJ_KERNEL(noop), DJ_KERNEL(echo))
+          DJ_KERNEL(square_copy), DJ_KERNEL(noop), DJ_KERNEL(echo),
+          DJ_KERNEL(echo_view))

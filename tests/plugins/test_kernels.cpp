@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <stdexcept>
@@ -22,6 +23,32 @@ DJ_STRUCT(Particle, x, y, id, name)
 }  // namespace geo
 
 double add(double a, double b) { return a + b; }
+
+// Whether `p` lies in a bulk arena (shared memory another process lent) mapped by this process.
+bool in_bulk_arena(const void* p) {
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (!maps) return false;
+  char line[512];
+  bool found = false;
+  auto at = reinterpret_cast<uintptr_t>(p);
+  while (!found && std::fgets(line, sizeof line, maps)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line, "%lx-%lx", &lo, &hi) == 2 && at >= lo && at < hi) {
+      found = std::strstr(line, "/memfd:dj-bulk") != nullptr;
+    }
+  }
+  std::fclose(maps);
+  return found;
+}
+
+// ArrayView arguments: their sum, whether they were read in place, and the view sent back.
+double sum_view(int32_t scale, dj::ArrayView<double> v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s * scale;
+}
+bool view_in_place(dj::ArrayView<double> v) { return in_bulk_arena(v.data()); }
+dj::ArrayView<double> echo_view(dj::ArrayView<double> v) { return v; }
 int32_t add_int(int32_t a, int32_t b) { return a + b; }
 int32_t whoami() { return dj::myid(); }
 int64_t os_pid() { return static_cast<int64_t>(::getpid()); }
@@ -180,4 +207,5 @@ DJ_PLUGIN("test_kernels", DJ_KERNEL(add), DJ_KERNEL(add_int), DJ_KERNEL(whoami),
           DJ_KERNEL(ignore_interrupts), DJ_KERNEL(maybe_die),
           DJ_KERNEL(sleep_then_whoami), DJ_KERNEL(produce), DJ_KERNEL(consume),
           DJ_KERNEL(take_one),
-          DJ_KERNEL(hostname), DJ_KERNEL(working_dir), DJ_KERNEL(env_value))
+          DJ_KERNEL(hostname), DJ_KERNEL(working_dir), DJ_KERNEL(env_value),
+          DJ_KERNEL(sum_view), DJ_KERNEL(view_in_place), DJ_KERNEL(echo_view))

@@ -35,6 +35,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dj/array_view.hpp"
 #include "dj/cluster_manager.hpp"
 #include "dj/error.hpp"
 #include "dj/serialize.hpp"
@@ -209,6 +210,7 @@ class ArgBlob {
   std::shared_ptr<LentRoom> lent;
 
  private:
+  static constexpr size_t kAlignedArgBytes = 4096;  // values this large start 8-byte aligned
   unsigned char* begin_value(size_t n);
   unsigned char* append(size_t n);  // n more bytes at the end, wherever the bytes are
   unsigned char* start();           // the first byte (the argument count)

@@ -6,8 +6,9 @@
 //   DJ_PLUGIN("my_kernels", DJ_KERNEL(add), DJ_KERNEL(scale))
 //
 // and build it with `dj_add_kernel(my_kernels my_kernels.cpp)` in CMake. Kernels take
-// arguments by value or const reference, in any type dj/serialize.hpp supports, and return
-// such a type or void. An exception thrown by a kernel reaches the caller as a RemoteFailure
+// arguments by value or const reference, in any type dj/serialize.hpp supports (and
+// dj::ArrayView<T>, dj/array_view.hpp, to read a large array in place), and return such a type
+// or void. An exception thrown by a kernel reaches the caller as a RemoteFailure
 // carrying its what() text. Inside a kernel, dj::myid() is the pid of the running process.
 #pragma once
 
@@ -17,6 +18,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "dj/array_view.hpp"
 #include "dj/channel.hpp"
 #include "dj/plugin_abi.h"
 #include "dj/serialize.hpp"
@@ -44,9 +46,17 @@ struct KernelTraits<R (*)(A...)> {
   static const std::string& signature() { return ser::call_signature<R, std::decay_t<A>...>(); }
 };
 
+// The call's bytes outlive the kernel: an ArrayView argument reads them in place.
+template <class T>
+T decode_arg(const dj_arg& arg) {
+  ser::Reader r(arg.data, arg.size);
+  r.borrow();
+  return ser::read_whole<T>(r);
+}
+
 template <class Args, size_t... I>
 Args decode_args(const dj_arg* args, std::index_sequence<I...>) {
-  return Args{ser::from_bytes<std::tuple_element_t<I, Args>>(args[I].data, args[I].size)...};
+  return Args{decode_arg<std::tuple_element_t<I, Args>>(args[I])...};
 }
 
 template <auto Fn>

@@ -82,6 +82,14 @@ class Reader {
   }
   size_t remaining() const { return static_cast<size_t>(end_ - p_); }
 
+  // How a value read in place (dj::ArrayView) keeps its bytes: by sharing `lease` (they stay
+  // while it lives), or by borrowing them (they outlive the value: a kernel's arguments
+  // during its call); otherwise it copies them.
+  void lend(std::shared_ptr<const void> lease) { lease_ = std::move(lease); }
+  void borrow() { borrowed_ = true; }
+  const std::shared_ptr<const void>& lease() const { return lease_; }
+  bool borrowed() const { return borrowed_; }
+
  private:
   void need(size_t n) {
     if (n > remaining()) {
@@ -92,6 +100,8 @@ class Reader {
   }
   const unsigned char* p_;
   const unsigned char* end_;
+  std::shared_ptr<const void> lease_;
+  bool borrowed_ = false;
 };
 
 template <class T, class = void>
@@ -283,11 +293,11 @@ std::string to_bytes(const T& v) {
   return out;
 }
 
-// Decodes exactly one T from bytes. Throws: InvalidArgument if the bytes are short or longer
-// than one T (a type mismatch the signature check missed can never read out of bounds).
+// Decodes exactly one T from bytes (read_whole: from a reader, whatever its lease). Throws:
+// InvalidArgument if the bytes are short or longer than one T (a type mismatch the signature
+// check missed can never read out of bounds).
 template <class T>
-T from_bytes(const unsigned char* p, size_t n) {
-  Reader r(p, n);
+T read_whole(Reader& r) {
   T v = Codec<T>::read(r);
   if (r.remaining() != 0) {
     throw Error(ErrorKind::InvalidArgument,
@@ -295,6 +305,11 @@ T from_bytes(const unsigned char* p, size_t n) {
                     type_name<T>());
   }
   return v;
+}
+template <class T>
+T from_bytes(const unsigned char* p, size_t n) {
+  Reader r(p, n);
+  return read_whole<T>(r);
 }
 template <class T>
 T from_bytes(const std::string& s) {
@@ -313,6 +328,8 @@ class Bytes {
     return lease_ ? lent_ : reinterpret_cast<const unsigned char*>(owned_.data());
   }
   size_t size() const { return lease_ ? lent_size_ : owned_.size(); }
+  // What keeps lent bytes mapped (null when they are owned).
+  const std::shared_ptr<const void>& lease() const { return lease_; }
 
  private:
   std::string owned_;
@@ -320,9 +337,12 @@ class Bytes {
   size_t lent_size_ = 0;
   std::shared_ptr<const void> lease_;
 };
+// Lent bytes are shared with what is read in place from them (dj::ArrayView), not copied.
 template <class T>
 T from_bytes(const Bytes& b) {
-  return from_bytes<T>(b.data(), b.size());
+  Reader r(b.data(), b.size());
+  if (b.lease()) r.lend(b.lease());
+  return read_whole<T>(r);
 }
 
 }  // namespace dj::ser
