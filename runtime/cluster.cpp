@@ -378,6 +378,8 @@ std::shared_ptr<WorkerLink> Cluster::start_one(std::unique_ptr<LaunchedWorker> w
   if (ring) {
     link->ring = ring;
     link->reader.use_ring(std::move(ring));
+  } else {
+    link->reader.spin_before_blocking(true);  // a borrower waits for its reply without a wake-up
   }
   return link;
 }

@@ -167,6 +167,7 @@ void WorkerServer::accept_master(size_t index, const wire::Hello& hello) {
   peers_.erase(peers_.begin() + static_cast<long>(index));
   set_nonblocking(master_.get(), false);
   reader_.emplace(master_.get());
+  reader_->spin_before_blocking(true);  // the next call often follows the reply at once
   // A master on this host (abstract Unix socket) lends and takes large payloads through
   // shared memory (wire/bulk.hpp).
   sockaddr_storage ss{};

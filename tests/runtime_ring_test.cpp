@@ -186,12 +186,18 @@ TEST_CASE("a same-host worker is reached through shared memory", "[ring]") {
   for (size_t i = 0; i < v.size(); ++i) REQUIRE(out[i] == 2.0 * v[i]);
 }
 
-TEST_CASE("DJ_RING=0 keeps same-host workers on their socket", "[ring]") {
+TEST_CASE("DJ_RING=0 keeps same-host workers on their socket, which spins only briefly too",
+          "[ring]") {
   ::setenv("DJ_RING", "0", 1);
   std::vector<int> pids = addprocs(1);
   CHECK(worker_info(pids[0]).link == "unix socket");
   auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
-  CHECK(remotecall_fetch(add, pids[0], 3.0, 3.0) == 6.0);
+  for (int i = 0; i < 5000; ++i) REQUIRE(remotecall_fetch(add, pids[0], 3.0, i) == 3.0 + i);
+  long pid = worker_info(pids[0]).os_pid;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  long before = cpu_ticks(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  CHECK(cpu_ticks(pid) - before < 10);  // a socket still polled would cost ~100 ticks
 }
 
 TEST_CASE("a worker killed mid-call fails its callers and leaves the other workers' rings working",

@@ -263,7 +263,18 @@ ssize_t FrameReader::receive(char* at, size_t n, int flags) {
 }
 
 ssize_t FrameReader::read_some(char* at, size_t n) {
-  if (!ring_) return receive_fds_ ? receive(at, n, 0) : ::read(fd_, at, n);
+  if (!ring_) {
+    if (spin_) {
+      for (SpinWait spin; spin.spin();) {
+        ssize_t r = receive_fds_ ? receive(at, n, MSG_DONTWAIT) : ::recv(fd_, at, n, MSG_DONTWAIT);
+        if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          if (r < 0 && errno == ENOTSOCK) break;  // not a socket: just block
+          return r;
+        }
+      }
+    }
+    return receive_fds_ ? receive(at, n, 0) : ::read(fd_, at, n);
+  }
   for (;;) {
     if (size_t got = ring_->read(at, n)) return static_cast<ssize_t>(got);
     if (eof_) return 0;  // Everything the peer wrote before it went has been read.

@@ -97,6 +97,11 @@ class FrameReader {
   void accept_bulk(std::function<void(uint64_t)> release);
   // Keeps descriptors passed with frames (for RingOffer) without taking bulk frames.
   void keep_descriptors() { receive_fds_ = true; }
+  // On a socket: before blocking for more bytes, keep trying to read without blocking for
+  // kRingSpin. A reader expecting an answer soon (a borrower, a worker between calls) then takes
+  // it without a scheduler wake-up, the larger part of a round trip on a VM whose idle CPUs halt.
+  // (A ring always spins first.)
+  void spin_before_blocking(bool on) { spin_ = on; }
   // Reads from `ring` from now on (RingOffer/RingReady); the socket then brings only the
   // descriptors of bulk frames and the end of the connection. Socket bytes already buffered
   // can only be such descriptors' carrier bytes, and are dropped.
@@ -137,6 +142,7 @@ class FrameReader {
   std::function<void(uint64_t)> bulk_release_;
   bool accept_bulk_ = false;
   bool receive_fds_ = false;  // read with recvmsg, keeping descriptors
+  bool spin_ = false;
   std::deque<int> fds_;  // descriptors received, in order, for the bulk frames they came with
   std::shared_ptr<RingLink> ring_;
   bool eof_ = false;  // ring mode: the socket reached its end

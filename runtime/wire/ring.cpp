@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -83,6 +84,17 @@ bool peer_gone(int socket) {
 }
 
 }  // namespace
+
+bool SpinWait::spin() {
+  if (++turns_ % 16 == 0) {
+    auto spun = Clock::now() - start_;
+    if (spun >= kRingSpin) return false;
+    yielding_ = spun >= kPureSpin;
+  }
+  if (yielding_) ::sched_yield();
+  else cpu_relax();
+  return true;
+}
 
 std::shared_ptr<RingLink> RingLink::create(int socket, size_t ring_bytes) {
   DJ_CHECK(ring_bytes >= kMinRing && ring_bytes <= kMaxRing && (ring_bytes & (ring_bytes - 1)) == 0,
@@ -168,10 +180,8 @@ void RingLink::publish(Header& h, uint64_t tail) {
 void RingLink::wait_for_room(Header& h) {
   const uint64_t tail = h.tail.load(std::memory_order_relaxed);
   auto has_room = [&] { return tail - h.head.load(std::memory_order_acquire) < cap_; };
-  auto spin_until = Clock::now() + kRingSpin;
-  for (unsigned i = 1; Clock::now() < spin_until || i < 64; ++i) {
+  for (SpinWait spin; spin.spin();) {
     if (has_room()) return;
-    cpu_relax();
   }
   for (;;) {
     uint32_t seq = h.room_seq.load(std::memory_order_acquire);
@@ -271,11 +281,8 @@ size_t RingLink::read(char* at, size_t n) {
 
 bool RingLink::wait() {
   Header& h = *in_;
-  auto spin_until = Clock::now() + kRingSpin;
-  for (unsigned i = 1;; ++i) {
+  for (SpinWait spin; spin.spin();) {
     if (readable() > 0) return false;
-    if (i % 64 == 0 && Clock::now() >= spin_until) break;
-    cpu_relax();
   }
   uint32_t was = h.reader_asleep.load(std::memory_order_relaxed);
   h.reader_asleep.store(1, std::memory_order_relaxed);

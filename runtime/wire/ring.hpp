@@ -6,7 +6,7 @@
 // release store, and a reader that was spinning sees them a few hundred nanoseconds later, so
 // a round trip between two busy processes costs no system call at all.
 //
-// Waiting is spin-then-block. A reader spins for kRingSpin; then it says it is asleep (a flag in
+// Waiting is spin-then-block (SpinWait). A reader spins for kRingSpin; then it says it is asleep (a flag in
 // the ring) and sleeps in poll() on its doorbell (an eventfd) and on the socket. A writer rings
 // the doorbell only when the flag says the reader sleeps, so a busy exchange costs nothing and
 // an idle process uses no CPU. The master's I/O thread, which reads many workers, keeps the
@@ -37,6 +37,21 @@ namespace dj::wire {
 
 inline constexpr size_t kRingBytes = size_t{256} << 10;
 inline constexpr auto kRingSpin = std::chrono::microseconds(40);
+inline constexpr auto kPureSpin = std::chrono::microseconds(4);
+
+// The spin of spin-then-block: call spin() until what is awaited is there, or until it returns
+// false (kRingSpin has passed: block then). The first kPureSpin is a pure spin (the answer is
+// usually there by then when the peer runs on another core); after that each turn yields the
+// CPU, so that on a busy machine the peer, perhaps waiting for this very CPU, runs instead.
+class SpinWait {
+ public:
+  bool spin();
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  unsigned turns_ = 0;
+  bool yielding_ = false;
+};
 inline constexpr auto kRingLivenessCheck = std::chrono::milliseconds(20);
 
 class RingLink {
