@@ -17,9 +17,9 @@
 #include <climits>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "dj/error.hpp"
-#include "net.hpp"
 #include "sys.hpp"
 
 namespace dj::wire {
@@ -83,6 +83,18 @@ bool peer_gone(int socket) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL));
 }
 
+// Closes a descriptor unless released (no dependency on net.hpp's Fd: the fuzzers link this).
+struct OwnedFd {
+  explicit OwnedFd(int f) : fd(f) {}
+  ~OwnedFd() { detail::close_quietly(fd); }
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  int get() const { return fd; }
+  int release() { return std::exchange(fd, -1); }
+  explicit operator bool() const { return fd >= 0; }
+  int fd;
+};
+
 }  // namespace
 
 bool SpinWait::spin() {
@@ -99,15 +111,15 @@ bool SpinWait::spin() {
 std::shared_ptr<RingLink> RingLink::create(int socket, size_t ring_bytes) {
   DJ_CHECK(ring_bytes >= kMinRing && ring_bytes <= kMaxRing && (ring_bytes & (ring_bytes - 1)) == 0,
            "ring of " + std::to_string(ring_bytes) + " bytes");
-  detail::Fd memfd(::memfd_create("dj-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  OwnedFd memfd(::memfd_create("dj-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!memfd) detail::throw_errno("memfd_create", "shared-memory ring");
   if (::ftruncate(memfd.get(), static_cast<off_t>(kHeaderPage + 2 * ring_bytes)) != 0) {
     detail::throw_errno("ftruncate", "shared-memory ring");
   }
   // Sealed at its size, so the worker can trust that its mapping never faults.
   ::fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-  detail::Fd mine(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  detail::Fd theirs(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  OwnedFd mine(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  OwnedFd theirs(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!mine || !theirs) detail::throw_errno("eventfd", "shared-memory ring");
   auto link = std::shared_ptr<RingLink>(
       new RingLink(socket, memfd.release(), mine.release(), theirs.release(), ring_bytes, true));
@@ -118,7 +130,7 @@ std::shared_ptr<RingLink> RingLink::create(int socket, size_t ring_bytes) {
 
 std::shared_ptr<RingLink> RingLink::attach(int socket, int memfd, int my_bell, int peer_bell,
                                            uint64_t ring_bytes) {
-  detail::Fd m(memfd), a(my_bell), b(peer_bell);
+  OwnedFd m(memfd), a(my_bell), b(peer_bell);
   auto refuse = [](const std::string& why) {
     return Error(ErrorKind::InvalidArgument, "dj ring: refused the master's ring: " + why);
   };
