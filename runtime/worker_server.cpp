@@ -262,7 +262,11 @@ void WorkerServer::take_ring(const wire::RingOffer& offer) {
 StoredValue WorkerServer::fetch_remote(int owner, uint64_t ref) {
   if (owner != ctx_.self_pid && peer_links_.reachable(owner)) {
     request_takeover();  // The master connection must be read while this kernel waits.
-    return peer_links_.request(owner, wire::Fetch{0, ref});
+    StoredValue v = peer_links_.request(owner, wire::Fetch{0, ref});
+    // NotFound: the owner has not yet read the call that makes the value (the master sent it
+    // first, but this direct request overtook it). Through the master, the request reaches
+    // the owner after that call, and waits for the value there.
+    if (v.ok || v.error.kind != ErrorKind::NotFound) return v;
   }
   return ask_master([&](uint64_t id) { send(wire::FetchRef{id, owner, ref}); });
 }
