@@ -48,15 +48,8 @@ bool scaled(const std::vector<double>& out, const std::vector<double>& in, doubl
   return true;
 }
 
-// Bulk arenas (memfds named dj-bulk) mapped by process `pid`.
-int arenas_mapped(long pid) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    if (line.find("/memfd:dj-bulk") != std::string::npos) ++n;
-  }
-  return n;
-}
+// Bulk arenas mapped by process `pid`.
+int arenas_mapped(long pid) { return test::memfds_mapped(pid, "dj-bulk"); }
 
 constexpr size_t kLarge = (size_t{8} << 20) / sizeof(double);  // 8 MiB of doubles
 

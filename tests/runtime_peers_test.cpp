@@ -5,8 +5,6 @@
 
 #include <signal.h>
 
-#include <fstream>
-
 #include "cluster.hpp"
 #include "dj/dj.hpp"
 #include "test_support.hpp"
@@ -28,15 +26,6 @@ struct Kernels {
       plugin.kernel<int64_t(RemoteChannel<int64_t>)>("consume");
 };
 
-// Shared-memory ring pairs (memfds named dj-ring) mapped by process `pid`.
-int rings_mapped(long pid) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    if (line.find("/memfd:dj-ring") != std::string::npos) ++n;
-  }
-  return n;
-}
 }  // namespace
 
 TEST_CASE("a large value moves from worker to worker without passing through the master", "[peers]") {
@@ -56,8 +45,8 @@ TEST_CASE("a large value moves from worker to worker without passing through the
   CHECK(remotecall_fetch(k.sum, 3, v) == Approx(static_cast<double>(n)));
   // Same host: the two workers talk through shared-memory rings, so each maps one ring pair
   // for the master and one for the other.
-  CHECK(rings_mapped(worker_info(2).os_pid) == 2);
-  CHECK(rings_mapped(worker_info(3).os_pid) == 2);
+  CHECK(test::memfds_mapped(worker_info(2).os_pid, "dj-ring") == 2);
+  CHECK(test::memfds_mapped(worker_info(3).os_pid, "dj-ring") == 2);
 }
 
 TEST_CASE("workers added later are told where the earlier ones are, and the reverse", "[peers]") {

@@ -64,6 +64,16 @@ long cpu_ticks(long pid) {
   return utime + stime;
 }
 
+// CPU ticks worker `pid` uses over the second after its calls stop (50 ms of grace first).
+// A worker still spinning or polling would use the whole second, about 100 ticks.
+long idle_ticks(int pid) {
+  long os_pid = worker_info(pid).os_pid;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  long before = cpu_ticks(os_pid);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  return cpu_ticks(os_pid) - before;
+}
+
 }  // namespace
 
 TEST_CASE("frames of every size cross a shared-memory ring intact, larger than the ring too",
@@ -193,11 +203,7 @@ TEST_CASE("DJ_RING=0 keeps same-host workers on their socket, which spins only b
   CHECK(worker_info(pids[0]).link == "unix socket");
   auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
   for (int i = 0; i < 5000; ++i) REQUIRE(remotecall_fetch(add, pids[0], 3.0, i) == 3.0 + i);
-  long pid = worker_info(pids[0]).os_pid;
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  long before = cpu_ticks(pid);
-  std::this_thread::sleep_for(std::chrono::seconds(1));
-  CHECK(cpu_ticks(pid) - before < 10);  // a socket still polled would cost ~100 ticks
+  CHECK(idle_ticks(pids[0]) < 10);
 }
 
 TEST_CASE("a worker killed mid-call fails its callers and leaves the other workers' rings working",
@@ -235,12 +241,6 @@ TEST_CASE("a worker stops spinning on its ring once idle and then uses no CPU", 
   std::vector<int> pids = addprocs(1);
   auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
   for (int i = 0; i < 20000; ++i) remotecall_fetch(add, pids[0], 1.0, 1.0);  // both sides spin
-  long pid = worker_info(pids[0]).os_pid;
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  long before = cpu_ticks(pid);
-  std::this_thread::sleep_for(std::chrono::seconds(1));
-  long used = cpu_ticks(pid) - before;
-  // A worker still spinning would use the whole second (about 100 ticks).
-  CHECK(used < 10);
+  CHECK(idle_ticks(pids[0]) < 10);
   CHECK(remotecall_fetch(add, pids[0], 3.0, 3.0) == 6.0);  // and it still answers
 }

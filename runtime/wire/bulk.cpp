@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "sys.hpp"
 #include "wire/ring.hpp"
@@ -38,6 +40,40 @@ BulkPayload::~BulkPayload() {
       release_(token_);
     } catch (...) {
       // The peer is gone: nothing to hand back.
+    }
+  }
+}
+
+void send_with_fds(int sock, const iovec* iov, int count, const int* fds, size_t nfds) {
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * nfds));
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(count);
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  ssize_t sent;
+  do {
+    sent = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    throw Error(ErrorKind::Disconnected, "dj wire: peer on fd " + std::to_string(sock) +
+                                             " is gone (" + std::strerror(errno) + ")");
+  }
+  // The descriptors went with the first byte; finish a short write of the rest.
+  if (static_cast<size_t>(sent) < total) {
+    std::string rest;
+    for (int i = 0; i < count; ++i) rest.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+    try {
+      detail::write_full(sock, rest.data() + sent, total - static_cast<size_t>(sent));
+    } catch (const Error&) {
+      throw Error(ErrorKind::Disconnected, "dj wire: peer on fd " + std::to_string(sock) + " is gone");
     }
   }
 }
@@ -151,49 +187,13 @@ void BulkArena::send_reserved(Outlet out, const Message& message, size_t bytes) 
   std::memcpy(descriptor, &length, 8);
   std::memcpy(descriptor + 8, &token, 8);
   iovec iov[3] = {{head, sizeof head}, {header.data(), header.size()}, {descriptor, sizeof descriptor}};
-  if (out.ring) {
-    try {
-      out.ring->write_with_fd(iov, 3, fd);
-      return;
-    } catch (const Error&) {
-      lock.lock();
-      if (token_ == token) state_ = State::kFree;
-      throw;
-    }
-  }
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = 3;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  size_t total = sizeof head + header.size() + sizeof descriptor;
-  ssize_t sent;
-  do {
-    sent = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  if (sent < 0) {
-    int err = errno;
+  try {
+    if (out.ring) out.ring->write_with_fd(iov, 3, fd);
+    else send_with_fds(sock, iov, 3, &fd, 1);
+  } catch (const Error&) {
     lock.lock();
     if (token_ == token) state_ = State::kFree;
-    throw Error(ErrorKind::Disconnected, "dj wire: peer on fd " + std::to_string(sock) +
-                                             " is gone (" + std::strerror(err) + ")");
-  }
-  // The descriptor went with the first byte; finish a short write of the (small) rest.
-  if (static_cast<size_t>(sent) < total) {
-    std::string rest;
-    for (auto& v : iov) rest.append(static_cast<const char*>(v.iov_base), v.iov_len);
-    try {
-      detail::write_full(sock, rest.data() + sent, total - static_cast<size_t>(sent));
-    } catch (const Error&) {
-      throw Error(ErrorKind::Disconnected,
-                  "dj wire: peer on fd " + std::to_string(sock) + " is gone");
-    }
+    throw;
   }
 }
 

@@ -16,6 +16,8 @@
 // its memory goes back to the system (the receiver never keeps a mapping or descriptor).
 #pragma once
 
+#include <sys/uio.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -51,6 +53,10 @@ class BulkPayload {
   uint64_t token_;
   std::function<void(uint64_t)> release_;
 };
+
+// Writes all of `iov` on a Unix socket with `fds` attached (SCM_RIGHTS) to its first byte,
+// finishing a short write without them. Throws: Disconnected naming the fd when the peer is gone.
+void send_with_fds(int sock, const iovec* iov, int count, const int* fds, size_t nfds);
 
 // Maps the payload a bulk frame describes from the memfd that came with it (taking ownership of
 // `fd`). Checks that the memfd is sealed against shrinking and holds `length` bytes, so a peer

@@ -114,26 +114,7 @@ void write_frame_with_fds(int socket, const Message& message, const std::vector<
   std::string bytes;
   append_frame(bytes, message);
   iovec iov{bytes.data(), bytes.size()};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  ssize_t sent;
-  do {
-    sent = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  if (sent < 0) detail::throw_errno("sendmsg", "fd " + std::to_string(socket));
-  // The descriptors went with the first byte; finish a short write of the rest.
-  if (static_cast<size_t>(sent) < bytes.size()) {
-    detail::write_full(socket, bytes.data() + sent, bytes.size() - static_cast<size_t>(sent));
-  }
+  send_with_fds(socket, &iov, 1, fds.data(), fds.size());
 }
 
 void write_frame(Outlet out, const Message& message, const char* payload, size_t payload_bytes) {

@@ -1,6 +1,7 @@
 // Shared-memory rings between the master and a same-host worker: layout, spin-then-block
 // waiting, doorbells and futexes (see ring.hpp for the protocol).
 #include "wire/ring.hpp"
+#include "wire/bulk.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -240,27 +241,9 @@ void RingLink::write(const iovec* iov, int count) {
 
 void RingLink::write_with_fd(const iovec* iov, int count, int fd) {
   write(iov, count);
-  char byte = 'B';
-  iovec one{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &one;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  ssize_t sent;
-  do {
-    sent = ::sendmsg(socket_, &msg, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  if (sent != 1) {
-    throw Error(ErrorKind::Disconnected, "dj ring: the peer on fd " + std::to_string(socket_) +
-                                             " is gone (" + std::strerror(errno) + ")");
-  }
+  char carrier = 'B';  // one byte to carry the descriptor; its value means nothing
+  iovec one{&carrier, 1};
+  send_with_fds(socket_, &one, 1, &fd, 1);
 }
 
 size_t RingLink::readable() const {

@@ -167,6 +167,15 @@ bool maps_segment(pid_t pid, const std::string& name) {
   return false;
 }
 
+int memfds_mapped(long pid, const std::string& memfd_name) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("/memfd:" + memfd_name) != std::string::npos) ++n;
+  }
+  return n;
+}
+
 bool stop_process(pid_t pid) {
   if (::kill(pid, SIGSTOP) != 0) return false;
   return eventually([pid] {

@@ -67,5 +67,7 @@ std::vector<std::string> shm_entries_of(pid_t master);
 // Whether process `pid` has the shared-memory segment `name` ("/dj-...") mapped, unlinked or not
 // (read from /proc/<pid>/maps).
 bool maps_segment(pid_t pid, const std::string& name);
+// How many mappings of memfds named `memfd_name` ("dj-bulk", "dj-ring") process `pid` holds.
+int memfds_mapped(long pid, const std::string& memfd_name);
 
 }  // namespace dj::test
