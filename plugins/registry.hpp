@@ -19,6 +19,7 @@ class PluginImage;  // One dlopen'ed memfd; lives until the registry is destroye
 struct KernelEntry {
   std::string name;
   std::string signature;
+  uint64_t signature_id = 0;  // fnv1a64(signature): what compact calls carry
   std::string plugin_name;  // The file name the master loaded it from.
   dj_invoke_fn invoke = nullptr;
 };

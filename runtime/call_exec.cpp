@@ -97,6 +97,15 @@ PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string arg
   PendingCall p{std::move(call), std::move(args), std::move(lent), {}, nullptr, {},
                 g_interrupt_generation.load()};
   p.kernel = ctx.registry.find(p.call.kernel_id);
+  if (p.call.compact) {
+    // Name and signature are the registry's; an id this process lacks is answered "send it
+    // in full", whose answer names the kernel and both signatures.
+    if (!p.kernel || p.kernel->signature_id != p.call.signature_id) {
+      p.resend_in_full = true;
+      return p;
+    }
+    p.call.kernel_name = p.kernel->name;
+  }
   if (p.call.mode == wire::CallMode::kBatch) {
     // Elements are parsed one by one; a count the payload cannot hold is refused whole (else
     // a corrupt count would make execute_batch write billions of error outcomes).
@@ -122,6 +131,12 @@ PendingCall accept_call(const ExecContext& ctx, wire::Call call, std::string arg
 }
 
 namespace {
+
+// A compact call's signature id was checked on arrival against the kernel's.
+bool signature_matches(const PendingCall& p) {
+  return p.call.compact ? p.kernel->signature_id == p.call.signature_id
+                        : p.kernel->signature == p.call.signature;
+}
 
 CallOutcome cancelled(const ExecContext& ctx, const std::string& kernel) {
   return failure(ErrorKind::Cancelled,
@@ -290,7 +305,7 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
     return run_chunk_builtin(pid, p.call, args);
   }
   if (!p.kernel) return failure(ErrorKind::NotFound, not_loaded_message(name, pid), pid, name);
-  if (p.kernel->signature != p.call.signature) {
+  if (!signature_matches(p)) {
     return failure(ErrorKind::InvalidArgument,
                    "kernel '" + name + "' on worker " + std::to_string(pid) + " (from " +
                        p.kernel->plugin_name + ") has signature " + p.kernel->signature +
@@ -368,7 +383,7 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& p) {
   // each element runs without allocating (pmap of tiny elements is bound by this loop).
   const bool in_place = p.kernel && p.arrival_error.empty() &&
                         p.call.chunk_op == wire::ChunkOp::kNone &&
-                        p.kernel->signature == p.call.signature;
+                        signature_matches(p);
   for (uint32_t i = 0; i < p.call.batch_count; ++i) {
     CallOutcome o;
     try {

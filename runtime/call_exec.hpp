@@ -59,6 +59,9 @@ struct PendingCall {
   std::shared_ptr<const KernelEntry> kernel;  // null: not loaded here
   std::string arrival_error;                  // set when the blob is malformed
   uint64_t generation = 0;                    // interrupt generation at arrival
+  // A compact call (wire/compact.hpp) whose kernel or signature id this process lacks: it is
+  // not run; the caller is told to send it in full.
+  bool resend_in_full = false;
 };
 
 // Parses and pins; never throws (problems are recorded for execute_call to report). A batch's

@@ -49,6 +49,10 @@ struct WorkerLink {
   // Sends a call with its arguments: from the shared memory they were encoded into when lent
   // (ArgBlob::lent, reserved on this link's arena), else from ArgBlob::bytes.
   bool send_args(const wire::Message& message, ArgBlob& args);
+  // Writes a compact call (wire/compact.hpp) of k with `args` into the ring if that needs no
+  // wait (no other writer, room for it and anything corked); false otherwise, nothing sent
+  // (master_direct.cpp).
+  bool try_send_compact_call(uint64_t request_id, const CallTarget& k, const std::string& args);
 
   const int pid;
   std::unique_ptr<LaunchedWorker> process;
@@ -78,7 +82,9 @@ struct WorkerLink {
   // disarms it and leaves it so; the I/O thread re-arms it once no borrow happened for
   // kRearmDelay, so a loop of remotecall_fetch costs no epoll_ctl per call.
   bool armed = true;
-  std::atomic<int64_t> last_borrow_ns{0};
+  std::atomic<uint64_t> borrows{0};  // borrows ended (no clock read on the borrower's path)
+  uint64_t borrows_seen = 0;         // I/O thread: `borrows` at the tick it last changed
+  int64_t borrows_seen_ns = 0;       // I/O thread: when that tick was
   // Heartbeat (I/O thread): when a frame last came, when the current wait began, pings sent.
   std::atomic<int64_t> last_heard_ns{0};
   std::atomic<int64_t> awaited_since_ns{0};
@@ -138,6 +144,10 @@ class Cluster {
 
   std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
   ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
+  // call_fetch to a same-host worker whose connection no other thread is reading: a compact
+  // call, answered on this thread (master_direct.cpp). nullopt when that does not apply (the
+  // full path then sends the call). Throws: the call's error.
+  std::optional<ser::Bytes> call_direct(int pid, const CallTarget& k, ArgBlob& args);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or
@@ -241,8 +251,14 @@ class Cluster {
   // Frees the memory of bulk arenas idle for wire::kBulkIdleTrim (I/O thread).
   void trim_bulk_arenas();
   // Reads and handles one frame from the link, and any others already waiting (caller holds
-  // read_mu). Blocks until the first is in. False once retired.
-  bool read_one(const std::shared_ptr<WorkerLink>& link);
+  // read_mu). Blocks until the first is in. False once retired. The Result of `direct_id`, if
+  // nonzero, is put in `direct` instead of being handled.
+  bool read_one(const std::shared_ptr<WorkerLink>& link, uint64_t direct_id = 0,
+                std::optional<wire::Frame>* direct = nullptr);
+  // Borrows the link (caller holds read_mu): reads its frames on this thread until `reply` is
+  // complete (reply non-null) or the Result of direct_id is in `direct`, or the link retires.
+  void read_as_borrower(const std::shared_ptr<WorkerLink>& link, Reply* reply, uint64_t direct_id,
+                        std::optional<wire::Frame>& direct);
   // Waits for `reply`, reading the link's socket itself when no other thread is.
   const wire::Message& await(const std::shared_ptr<WorkerLink>& link, Reply& reply);
   void on_frame(const std::shared_ptr<WorkerLink>& link, wire::Frame&& frame);

@@ -105,7 +105,8 @@ void Cluster::set_interest(WorkerLink& link, bool on) noexcept {
   if (link.ring) rearm(link, false);
 }
 
-bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
+bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link, uint64_t direct_id,
+                       std::optional<wire::Frame>* direct) {
   try {
     // Everything already waiting is handled too: epoll only reports bytes still in the socket,
     // and a ring's writer rings only when it finds the reader asleep.
@@ -116,7 +117,12 @@ bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
         return false;
       }
       payload_bytes_received_.fetch_add(frame->bytes().size());
-      on_frame(link, std::move(*frame));
+      const auto* result = direct_id ? std::get_if<wire::Result>(&frame->message) : nullptr;
+      if (result && result->request_id == direct_id) {
+        *direct = std::move(frame);  // (The heartbeat sees bytes_read() move.)
+      } else {
+        on_frame(link, std::move(*frame));
+      }
     } while (link->reader.more_waiting());
     return true;
   } catch (const Error& e) {
@@ -125,27 +131,36 @@ bool Cluster::read_one(const std::shared_ptr<WorkerLink>& link) {
   }
 }
 
+void Cluster::read_as_borrower(const std::shared_ptr<WorkerLink>& link, Reply* reply,
+                               uint64_t direct_id, std::optional<wire::Frame>& direct) {
+  // The I/O thread's interest is disarmed (epoll takes effect even while it sleeps) and left
+  // so; the I/O thread re-arms it when borrowing stops (rearm_idle_links).
+  if (link->armed) {
+    set_interest(*link, false);
+    link->armed = false;
+  }
+  // The worker's writes need not ring while this thread spins on the ring for its answer.
+  if (link->ring) link->ring->set_asleep(false);
+  for (;;) {
+    if (reply) {
+      std::lock_guard lock(reply->mu);
+      if (reply->done) break;
+    } else if (direct) {
+      break;
+    }
+    // Retired: a reply was completed with the error; `direct` stays empty.
+    if (!read_one(link, direct_id, &direct)) break;
+  }
+  if (link->ring) link->ring->set_asleep(true);  // The I/O thread reads it next.
+  link->borrows.fetch_add(1, std::memory_order_relaxed);
+}
+
 const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Reply& reply) {
   std::unique_lock reader(link->read_mu, std::try_to_lock);
   if (reader.owns_lock()) {
-    // Borrow the connection: read frames here until our reply is in. The I/O thread's interest
-    // is disarmed (epoll takes effect even while it sleeps) and left so; the I/O thread
-    // re-arms it when borrowing stops (rearm_idle_links).
-    if (link->armed) {
-      set_interest(*link, false);
-      link->armed = false;
-    }
-    // The worker's writes need not ring while this thread spins on the ring for its reply.
-    if (link->ring) link->ring->set_asleep(false);
-    for (;;) {
-      {
-        std::lock_guard lock(reply.mu);
-        if (reply.done) break;
-      }
-      if (!read_one(link)) break;  // Retired: the reply was completed with the error.
-    }
-    if (link->ring) link->ring->set_asleep(true);  // The I/O thread reads it next.
-    link->last_borrow_ns = now_ns();
+    // Borrow the connection: read frames here until our reply is in.
+    std::optional<wire::Frame> none;
+    read_as_borrower(link, &reply, 0, none);
     reader.unlock();
     if (!some_link_disarmed_.exchange(true)) wake();  // The I/O thread starts its re-arm tick.
   }
@@ -168,7 +183,13 @@ void Cluster::rearm_idle_links() {
       continue;
     }
     if (link->armed) continue;
-    if (now - link->last_borrow_ns.load() < kRearmDelayNs) {
+    // Re-armed once no borrow began or ended for kRearmDelay, as seen from these ticks.
+    uint64_t borrows = link->borrows.load(std::memory_order_relaxed);
+    if (borrows != link->borrows_seen) {
+      link->borrows_seen = borrows;
+      link->borrows_seen_ns = now;
+    }
+    if (now - link->borrows_seen_ns < kRearmDelayNs) {
       still = true;
       continue;
     }

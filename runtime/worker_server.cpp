@@ -89,6 +89,16 @@ void WorkerServer::send(const wire::Message& message, const std::string& payload
   }
 }
 
+void WorkerServer::send_compact(uint64_t request_id, wire::CompactStatus status,
+                                const std::string& value) {
+  std::lock_guard lock(write_mu_);
+  try {
+    wire::write_compact_result(outlet(), request_id, status, value.data(), value.size());
+  } catch (const Error&) {
+    exit_now(0, "");  // Master gone: nothing left to serve.
+  }
+}
+
 int WorkerServer::run(std::chrono::milliseconds accept_timeout) {
   auto deadline = Clock::now() + accept_timeout;
   while (!master_) {
@@ -127,6 +137,11 @@ void WorkerServer::request_takeover() noexcept {
 
 void WorkerServer::wait_for_takeover() {
   const int64_t delay_ns = std::chrono::nanoseconds(kTakeoverDelay).count();
+  // The batch seen running at a tick, and since when: a batch still running kTakeoverDelay
+  // after a tick first saw it has kept the connection unread too long. (The leader counts
+  // batches rather than reading the clock per call.)
+  uint64_t seen = batches_.load() - 1;
+  int64_t seen_since = 0;
   for (;;) {
     pollfd fds[2] = {{timer_fd_.get(), POLLIN, 0}, {takeover_fd_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) throw_errno("poll", "worker follower");
@@ -140,9 +155,17 @@ void WorkerServer::wait_for_takeover() {
       std::lock_guard q(queue_mu_);
       if (!running_) continue;  // Idle: let the timer lapse.
     }
-    int64_t waited = now_ns() - batch_start_ns_.load();
-    if (waited >= delay_ns) return;  // The kernels have kept the connection unread too long.
-    if (!timer_armed_.exchange(true)) arm_timer(std::chrono::nanoseconds(delay_ns - waited));
+    const int64_t now = now_ns();
+    const uint64_t batch = batches_.load();
+    if (batch != seen) {
+      seen = batch;
+      seen_since = now;
+    } else if (now - seen_since >= delay_ns) {
+      return;  // The kernels have kept the connection unread too long.
+    }
+    if (!timer_armed_.exchange(true)) {
+      arm_timer(std::chrono::nanoseconds(delay_ns - (now - seen_since)));
+    }
   }
 }
 
@@ -169,6 +192,10 @@ void WorkerServer::serve() {
       }
       PendingCall pending =
           accept_call(ctx_, std::move(*call), std::move(frame->payload), std::move(frame->bulk));
+      if (pending.resend_in_full) {
+        send_compact(pending.call.request_id, wire::CompactStatus::kResendInFull, {});
+        continue;
+      }
       std::lock_guard q(queue_mu_);
       if (running_) {
         queue_.push_back(std::move(pending));
@@ -179,7 +206,7 @@ void WorkerServer::serve() {
     }
     // running_ is set (above) before the timer flag is read here, and the follower clears the
     // flag before reading running_: so one of the two always arms the timer.
-    batch_start_ns_ = now_ns();
+    batches_.fetch_add(1, std::memory_order_relaxed);
     if (!timer_armed_.exchange(true)) arm_timer(kTakeoverDelay);
     reader.unlock();  // Nobody waits on it: no wake-up. The follower's timer covers us.
     run_calls(std::move(*to_run));
@@ -220,6 +247,9 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
         } catch (const Error&) {
           exit_now(0, "");  // Master gone: nothing left to serve.
         }
+      } else if (call.compact && outcome.ok &&
+                 outcome.result.size() <= wire::kCompactResultMaxBytes) {
+        send_compact(call.request_id, wire::CompactStatus::kOk, outcome.result);
       } else {
         send(wire::Result{call.request_id, outcome.ok, outcome.error}, outcome.result);
       }

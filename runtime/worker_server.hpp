@@ -5,9 +5,10 @@
 //     frames; when it gets a call and no kernel runs, it gives up the reader role *without
 //     waking anyone* and runs the kernel itself, so an idle worker answers a call with no
 //     thread hand-off and no extra wake-up. The follower sleeps on a timer armed while a
-//     kernel runs: if the kernel is still running after kTakeoverDelay (or blocks waiting for
-//     a value from another process), the follower takes the reader role, so a long or blocked
-//     kernel never stops the worker from handling shutdown, fetches and releases.
+//     kernel runs: if the kernel is still running after kTakeoverDelay (at most twice that),
+//     or blocks waiting for a value from another process, the follower takes the reader role,
+//     so a long or blocked kernel never stops the worker from handling shutdown, fetches and
+//     releases.
 // Kernels run one at a time in arrival order, like a Julia worker's compute-bound tasks; calls
 // that arrive meanwhile queue.
 #pragma once
@@ -85,6 +86,8 @@ class WorkerServer {
   void arm_timer(std::chrono::nanoseconds after) noexcept;
   static int64_t now_ns() noexcept;
   void handle_control(wire::Frame&& frame);
+  // Writes a compact result (wire/compact.hpp) for a compact call.
+  void send_compact(uint64_t request_id, wire::CompactStatus status, const std::string& value);
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});
@@ -130,7 +133,7 @@ class WorkerServer {
   // it is armed when a batch of kernels starts and none is armed, and when it fires the
   // follower re-arms it for the rest of the current batch's delay, or lets it lapse if idle.
   std::atomic<bool> timer_armed_{false};
-  std::atomic<int64_t> batch_start_ns_{0};  // when the running batch of kernels started
+  std::atomic<uint64_t> batches_{0};  // batches of kernels started (the follower's clock)
   Fd takeover_fd_;        // eventfd: "take the reader role now" (a kernel is blocked)
   Fd trim_wake_fd_;       // eventfd: arena_ holds memory to trim (see arena_used)
   std::atomic<bool> trim_pending_{false};

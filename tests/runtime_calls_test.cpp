@@ -196,8 +196,13 @@ TEST_CASE("calling a kernel not loaded on a worker says so, and works after ever
   CHECK(e.kind() == ErrorKind::NotFound);
   CHECK_THAT(e.what(), Contains("kernel 'add' is not loaded on worker 3 (load its plugin with "
                                 "everywhere)"));
+  // The same through remotecall_fetch, whose compact call (id only) the worker sends back to be
+  // sent in full, so that the error can name the kernel.
+  CHECK_THROWS_WITH(remotecall_fetch(add, 2, 1.0, 2.0),
+                    Contains("kernel 'add' is not loaded on worker 2"));
   everywhere(test::plugin("test_kernels"));
   CHECK(fetch(spawnat(3, add, 1.0, 2.0)) == 3.0);
+  CHECK(remotecall_fetch(add, 2, 1.0, 2.0) == 3.0);
 }
 
 TEST_CASE("plugins loaded before addprocs are loaded on the new workers too", "[calls]") {

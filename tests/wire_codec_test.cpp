@@ -107,6 +107,61 @@ TEST_CASE("a frame with a bad magic or an oversized payload is refused before al
   REQUIRE_THROWS_WITH(parse_prefix(prefix, uint64_t{8} << 30), Catch::Contains("header length 12"));
 }
 
+TEST_CASE("compact calls and results stand for the Call and Result they carry", "[wire]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  const std::string args(40, 'a'), value(24, 'v');
+  write_compact_call(sv[0], 11, 0xabcdefull, 0x1234ull, args.data(), args.size());
+  write_compact_result(sv[0], 11, CompactStatus::kOk, value.data(), value.size());
+  write_compact_result(sv[0], 12, CompactStatus::kResendInFull);
+  FrameReader reader(sv[1]);
+  auto call_frame = reader.next();
+  REQUIRE(call_frame);
+  const auto& call = std::get<Call>(call_frame->message);
+  CHECK(call.compact);
+  CHECK(call.request_id == 11);
+  CHECK(call.kernel_id == 0xabcdefull);
+  CHECK(call.signature_id == 0x1234ull);
+  CHECK(call.mode == CallMode::kFetch);
+  CHECK(call.kernel_name.empty());
+  CHECK(call_frame->payload == args);
+  auto ok = reader.next();
+  REQUIRE(ok);
+  CHECK(std::get<Result>(ok->message).ok);
+  CHECK_FALSE(std::get<Result>(ok->message).resend_in_full);
+  CHECK(ok->payload == value);
+  auto resend = reader.next();
+  REQUIRE(resend);
+  CHECK(std::get<Result>(resend->message).request_id == 12);
+  CHECK_FALSE(std::get<Result>(resend->message).ok);
+  CHECK(std::get<Result>(resend->message).resend_in_full);
+  // The unbuffered reader too.
+  write_compact_call(sv[0], 13, 1, 2, args.data(), args.size());
+  auto unbuffered = read_frame(sv[1]);
+  REQUIRE(unbuffered);
+  CHECK(std::get<Call>(unbuffered->message).request_id == 13);
+  CHECK(unbuffered->payload == args);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+TEST_CASE("a compact frame with a wrong header size or an unknown status is refused", "[wire][errors]") {
+  auto frame = [](uint32_t magic, uint32_t header_bytes, uint64_t status) {
+    std::string bytes(kFramePrefixBytes + header_bytes, '\0');
+    std::memcpy(bytes.data(), &magic, 4);
+    std::memcpy(bytes.data() + 4, &header_bytes, 4);
+    if (header_bytes >= 16) std::memcpy(bytes.data() + kFramePrefixBytes + 8, &status, 8);
+    return bytes;
+  };
+  CHECK_THROWS_WITH(parse_frame(frame(kCompactCallMagic, 16, 0)),
+                    Catch::Contains("compact frame header of 16 bytes (must be 24)"));
+  CHECK_THROWS_WITH(parse_frame(frame(kCompactResultMagic, 24, 0)),
+                    Catch::Contains("compact frame header of 24 bytes (must be 16)"));
+  CHECK_THROWS_WITH(parse_frame(frame(kCompactResultMagic, 16, 7)),
+                    Catch::Contains("compact result with unknown status 7"));
+  CHECK(std::get<Result>(parse_frame(frame(kCompactResultMagic, 16, 0)).message).ok);
+}
+
 TEST_CASE("frames cross a real socket pair intact, payload included", "[wire]") {
   int sv[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);

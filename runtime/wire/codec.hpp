@@ -61,6 +61,10 @@ struct Call {
   CallMode mode = CallMode::kStore;
   uint32_t batch_count = 0;
   ChunkOp chunk_op = ChunkOp::kNone;
+  // A compact call (wire/compact.hpp) carries neither name nor signature, only this id of the
+  // signature (fnv1a64); the worker takes both from its registry.
+  bool compact = false;
+  uint64_t signature_id = 0;
 };
 struct CallDone {
   uint64_t ref_id = 0;
@@ -71,6 +75,9 @@ struct Result {
   uint64_t request_id = 0;
   bool ok = false;
   RemoteError error;
+  // A compact result saying the worker lacks the compact call's kernel or signature: nothing
+  // ran; send the call in full (wire/compact.hpp).
+  bool resend_in_full = false;
 };
 struct Fetch {
   uint64_t request_id = 0;

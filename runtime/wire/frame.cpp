@@ -72,13 +72,20 @@ void read_payload(int fd, ReadExact&& read_exact, std::string& out, uint64_t tot
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
                          uint64_t max_payload_bytes) {
   uint32_t magic = load_u32(prefix);
-  if (magic != kFrameMagic && magic != kBulkFrameMagic) {
+  const uint32_t compact_header = compact_header_bytes(magic);
+  if (magic != kFrameMagic && magic != kBulkFrameMagic && compact_header == 0) {
     char hex[16];
     std::snprintf(hex, sizeof hex, "0x%08x", magic);
     throw Error(ErrorKind::InvalidArgument,
                 std::string("dj wire: bad frame magic ") + hex + " (not a dj peer?)");
   }
-  FramePrefix p{load_u32(prefix + 4), load_u64(prefix + 8), magic == kBulkFrameMagic};
+  FramePrefix p{load_u32(prefix + 4), load_u64(prefix + 8), magic == kBulkFrameMagic,
+                compact_header ? magic : 0};
+  if (compact_header && p.header_bytes != compact_header) {
+    throw Error(ErrorKind::InvalidArgument, "dj wire: compact frame header of " +
+                                                std::to_string(p.header_bytes) + " bytes (must be " +
+                                                std::to_string(compact_header) + ")");
+  }
   if (p.header_bytes == 0 || p.header_bytes % 8 != 0 || p.header_bytes > kMaxHeaderBytes) {
     throw Error(ErrorKind::InvalidArgument, "dj wire: bad frame header length " +
                                                 std::to_string(p.header_bytes) +
@@ -118,7 +125,6 @@ void write_frame_with_fds(int socket, const Message& message, const std::vector<
 }
 
 void write_frame(Outlet out, const Message& message, const char* payload, size_t payload_bytes) {
-  const int fd = out.fd;
   std::string header = encode(message);
   unsigned char prefix[kFramePrefixBytes];
   uint32_t magic = kFrameMagic;
@@ -131,12 +137,17 @@ void write_frame(Outlet out, const Message& message, const char* payload, size_t
   iovec iov[3] = {{prefix, sizeof prefix},
                   {header.data(), header.size()},
                   {const_cast<char*>(payload), payload_bytes}};
-  int count = payload_bytes ? 3 : 2;
+  write_parts(out, iov, payload_bytes ? 3 : 2);
+}
+
+void write_parts(Outlet out, iovec* iov, int count) {
   if (out.ring) return out.ring->write(iov, count);
-  size_t total = sizeof prefix + header.size() + payload_bytes;
+  const int fd = out.fd;
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
   msghdr msg{};
   msg.msg_iov = iov;
-  msg.msg_iovlen = count;
+  msg.msg_iovlen = static_cast<size_t>(count);
   ssize_t sent = -1;
   for (;;) {
     sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
@@ -199,7 +210,9 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
   if (detail::read_full(fd, header.data(), header.size()) != header.size()) {
     throw disconnected_mid_frame(fd, "message header");
   }
-  Frame frame{decode(header), {}, {}};
+  Frame frame{p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header.data()))
+                        : decode(header),
+              {}, {}};
   if (p.payload_bytes) {
     read_payload(fd, [fd](char* at, size_t n) { return detail::read_full(fd, at, n); },
                  frame.payload, p.payload_bytes);
@@ -369,7 +382,10 @@ std::optional<Frame> FrameReader::next() {
   std::memcpy(prefix, buf_.get() + start_, sizeof prefix);
   FramePrefix p = parse_prefix(prefix, max_payload_);
   if (!fill(kFramePrefixBytes + p.header_bytes)) throw disconnected_mid_frame(fd_, "message header");
-  Frame frame{decode(buf_.get() + start_ + kFramePrefixBytes, p.header_bytes), {}, {}};
+  const char* header = buf_.get() + start_ + kFramePrefixBytes;
+  Frame frame{p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header))
+                        : decode(header, p.header_bytes),
+              {}, {}};
   start_ += kFramePrefixBytes + p.header_bytes;
   if (p.bulk) {
     if (!fill(kBulkDescriptorBytes)) throw disconnected_mid_frame(fd_, "bulk descriptor");
@@ -425,7 +441,9 @@ Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes) {
   if (bytes.size() - kFramePrefixBytes != p.header_bytes + p.payload_bytes) {
     throw Error(ErrorKind::InvalidArgument, "dj wire: frame length does not match its prefix");
   }
-  Frame frame{decode(bytes.substr(kFramePrefixBytes, p.header_bytes)),
+  const char* header = bytes.data() + kFramePrefixBytes;
+  Frame frame{p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header))
+                        : decode(header, p.header_bytes),
               bytes.substr(kFramePrefixBytes + p.header_bytes), {}};
   return frame;
 }

@@ -8,6 +8,8 @@
 //   offset 16 header, then payload
 #pragma once
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "wire/bulk.hpp"
+#include "wire/compact.hpp"
 #include "wire/codec.hpp"
 #include "wire/outlet.hpp"
 #include "wire/ring.hpp"
@@ -55,10 +58,12 @@ struct FramePrefix {
   uint32_t header_bytes = 0;
   uint64_t payload_bytes = 0;
   bool bulk = false;  // magic 'DJ02': the payload is a bulk descriptor (wire/bulk.hpp)
+  uint32_t compact = 0;  // 'DJ03' or 'DJ04': a compact call or result (wire/compact.hpp)
 };
 
 // Validates a prefix. Throws dj::Error(InvalidArgument) naming the bad field and its value.
-// A bulk prefix ('DJ02') is accepted with a payload of exactly the descriptor's 16 bytes.
+// A bulk prefix ('DJ02') is accepted with a payload of exactly the descriptor's 16 bytes, a
+// compact one ('DJ03', 'DJ04') with exactly its fixed header.
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
                          uint64_t max_payload_bytes);
 
@@ -67,6 +72,8 @@ FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
 // Thread-safety: callers serialise writes to the same outlet.
 void write_frame(Outlet out, const Message& message, const std::string& payload = {});
 void write_frame(Outlet out, const Message& message, const char* payload, size_t payload_bytes);
+// Writes the parts of one frame, in order, whole (iov may be modified). Throws like write_frame.
+void write_parts(Outlet out, iovec* iov, int count);
 // Writes bytes already framed (append_frame). Throws like write_frame.
 void write_framed(Outlet out, const std::string& frames);
 // Writes one frame on a Unix socket with descriptors attached (SCM_RIGHTS; RingOffer).

@@ -99,8 +99,10 @@ struct OwnedFd {
 }  // namespace
 
 bool SpinWait::spin() {
-  if (++turns_ % 16 == 0) {
-    auto spun = Clock::now() - start_;
+  if (++turns_ % kUntimedTurns == 0) {
+    auto now = Clock::now();
+    if (turns_ == kUntimedTurns) start_ = now;
+    auto spun = now - start_;
     if (spun >= kRingSpin) return false;
     yielding_ = spun >= kPureSpin;
   }
@@ -172,6 +174,8 @@ RingLink::RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap
   in_ = master ? to_master : to_worker;
   out_data_ = master ? to_worker_data : to_master_data;
   in_data_ = master ? to_master_data : to_worker_data;
+  out_head_seen_ = out_->head.load(std::memory_order_acquire);
+  in_head_ = in_->head.load(std::memory_order_acquire);
 }
 
 RingLink::~RingLink() {
@@ -219,12 +223,19 @@ void RingLink::write(const iovec* iov, int count) {
     const auto* src = static_cast<const unsigned char*>(iov[i].iov_base);
     size_t left = iov[i].iov_len;
     while (left > 0) {
-      uint64_t used = tail - h.head.load(std::memory_order_acquire);
+      // The reader's position as last seen: reloaded (a cache miss) only when it looks full.
+      uint64_t used = tail - out_head_seen_;
       if (used > cap_) throw corrupt(used, cap_);
+      if (used == cap_) {
+        out_head_seen_ = h.head.load(std::memory_order_acquire);
+        used = tail - out_head_seen_;
+        if (used > cap_) throw corrupt(used, cap_);
+      }
       size_t n = std::min(left, cap_ - static_cast<size_t>(used));
       if (n == 0) {
         publish(h, tail);  // let the reader drain what is there
         wait_for_room(h);
+        out_head_seen_ = h.head.load(std::memory_order_acquire);
         continue;
       }
       size_t at = static_cast<size_t>(tail & (cap_ - 1));
@@ -239,6 +250,13 @@ void RingLink::write(const iovec* iov, int count) {
   publish(h, tail);
 }
 
+bool RingLink::has_room(size_t bytes) {
+  const uint64_t tail = out_->tail.load(std::memory_order_relaxed);
+  if (bytes <= cap_ - std::min<uint64_t>(tail - out_head_seen_, cap_)) return true;
+  out_head_seen_ = out_->head.load(std::memory_order_acquire);
+  return bytes <= cap_ - std::min<uint64_t>(tail - out_head_seen_, cap_);
+}
+
 void RingLink::write_with_fd(const iovec* iov, int count, int fd) {
   write(iov, count);
   char carrier = 'B';  // one byte to carry the descriptor; its value means nothing
@@ -247,24 +265,27 @@ void RingLink::write_with_fd(const iovec* iov, int count, int fd) {
 }
 
 size_t RingLink::readable() const {
-  uint64_t used = in_->tail.load(std::memory_order_acquire) -
-                  in_->head.load(std::memory_order_relaxed);
+  uint64_t used = in_->tail.load(std::memory_order_acquire) - in_head_;
   if (used > cap_) throw corrupt(used, cap_);
   return static_cast<size_t>(used);
 }
 
 size_t RingLink::read(char* at, size_t n) {
   Header& h = *in_;
-  uint64_t head = h.head.load(std::memory_order_relaxed);  // only this side writes it
-  uint64_t used = h.tail.load(std::memory_order_acquire) - head;
+  uint64_t used = h.tail.load(std::memory_order_acquire) - in_head_;
   if (used > cap_) throw corrupt(used, cap_);
   n = std::min<size_t>(n, static_cast<size_t>(used));
   if (n == 0) return 0;
-  size_t from = static_cast<size_t>(head & (cap_ - 1));
+  size_t from = static_cast<size_t>(in_head_ & (cap_ - 1));
   size_t first = std::min(n, cap_ - from);
   std::memcpy(at, in_data_ + from, first);
   std::memcpy(at + first, in_data_, n - first);
-  h.head.store(head + n, std::memory_order_release);
+  in_head_ += n;
+  // The position is published an eighth of the ring at a time, not per read: the writer's
+  // line stays untouched by small frames. A writer only waits when the ring is full, and then
+  // more than an eighth is left to read, so the position it waits for always comes.
+  if (in_head_ - h.head.load(std::memory_order_relaxed) < cap_ / 8) return n;
+  h.head.store(in_head_, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with wait_for_room's
   if (h.writer_waiting.load(std::memory_order_relaxed)) {
     h.writer_waiting.store(0, std::memory_order_relaxed);

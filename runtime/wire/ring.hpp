@@ -43,12 +43,15 @@ inline constexpr auto kPureSpin = std::chrono::microseconds(4);
 // false (kRingSpin has passed: block then). The first kPureSpin is a pure spin (the answer is
 // usually there by then when the peer runs on another core); after that each turn yields the
 // CPU, so that on a busy machine the peer, perhaps waiting for this very CPU, runs instead.
+// The clock is first read after kUntimedTurns turns: an answer that comes within them (the
+// common case of a busy exchange) costs no clock read at all.
 class SpinWait {
  public:
   bool spin();
 
  private:
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  static constexpr unsigned kUntimedTurns = 16;
+  std::chrono::steady_clock::time_point start_{};
   unsigned turns_ = 0;
   bool yielding_ = false;
 };
@@ -77,6 +80,8 @@ class RingLink {
   // Writer. Copies the bytes in, waiting for room when the ring is full, and publishes them.
   // Throws: Disconnected when the reader's process is gone while waiting for room.
   void write(const iovec* iov, int count);
+  // Whether `bytes` can be written now without waiting for room (writer only).
+  bool has_room(size_t bytes);
   // write(), then one byte carrying `fd` (SCM_RIGHTS) on the socket. Throws like write().
   void write_with_fd(const iovec* iov, int count, int fd);
 
@@ -109,6 +114,8 @@ class RingLink {
   Header* in_ = nullptr;   // the ring this side reads
   unsigned char* out_data_ = nullptr;
   unsigned char* in_data_ = nullptr;
+  uint64_t out_head_seen_ = 0;  // writer: the reader's position when last loaded
+  uint64_t in_head_ = 0;        // reader: bytes read (published to the header lazily)
 };
 
 }  // namespace dj::wire

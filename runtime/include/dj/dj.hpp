@@ -222,6 +222,7 @@ struct CallTarget {
   uint64_t id;
   const std::string* signature;
   uint8_t chunk_op = 0;  // wire::ChunkOp: a DArray operation over a chunk (0: none)
+  uint64_t signature_id = 0;  // fnv1a64(*signature), when known (0: not computed)
 };
 
 std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
@@ -251,7 +252,9 @@ class Kernel<R(A...)> {
         id_(detail::kernel_id(*name_)) {}
   const std::string& name() const { return *name_; }
   const std::string& signature() const { return ser::call_signature<R, A...>(); }
-  detail::CallTarget target() const { return {name_.get(), id_, &signature()}; }
+  detail::CallTarget target() const {
+    return {name_.get(), id_, &signature(), 0, detail::signature_id<R, A...>()};
+  }
 
  private:
   std::shared_ptr<const std::string> name_;

@@ -348,12 +348,19 @@ T from_bytes(const Bytes& b) {
 }  // namespace dj::ser
 
 namespace dj::detail {
+constexpr uint64_t fnv1a64(std::string_view text) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
 // FNV-1a 64 of a kernel name: the id calls carry instead of the name (dispatch never compares
 // strings). The registry refuses two names with the same id.
-constexpr uint64_t kernel_id(std::string_view name) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h;
+constexpr uint64_t kernel_id(std::string_view name) { return fnv1a64(name); }
+// FNV-1a 64 of a call signature: what a compact call carries instead of the signature.
+template <class R, class... A>
+uint64_t signature_id() {
+  static const uint64_t id = fnv1a64(ser::call_signature<R, A...>());
+  return id;
 }
 }  // namespace dj::detail
 
