@@ -32,14 +32,20 @@ void seed(const std::string& target, const std::string& name, const std::string&
   std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
 }
 
-// The bytes write_frame puts on a connection.
-std::string frame_bytes(const wire::Message& m, const std::string& payload = {}) {
+// The bytes `write(fd)` puts on a connection.
+template <class Write>
+std::string written_bytes(Write&& write) {
   int fd = ::memfd_create("dj-seed", MFD_CLOEXEC);
-  wire::write_frame(fd, m, payload);
+  write(fd);
   std::string out(static_cast<size_t>(::lseek(fd, 0, SEEK_CUR)), '\0');
   if (::pread(fd, out.data(), out.size(), 0) != static_cast<ssize_t>(out.size())) out.clear();
   ::close(fd);
   return out;
+}
+
+// The bytes write_frame puts on a connection.
+std::string frame_bytes(const wire::Message& m, const std::string& payload = {}) {
+  return written_bytes([&](int fd) { wire::write_frame(fd, m, payload); });
 }
 
 // A string literal's bytes, NULs included.
@@ -195,6 +201,16 @@ int main(int argc, char** argv) {
        frame_bytes(wire::Call{1, 2, detail::kernel_id("add"), "add", "(f64,f64)->f64",
                               wire::CallMode::kFetch, 0},
                    args));
+  seed("frame_reader", "compact_call", written_bytes([&](int fd) {
+         wire::write_compact_call(fd, 1, detail::kernel_id("add"), detail::fnv1a64("(f64,f64)->f64"),
+                                  args.data(), args.size());
+       }));
+  seed("frame_reader", "compact_result", written_bytes([](int fd) {
+         wire::write_compact_result(fd, 1, wire::CompactStatus::kOk, "\1\2\3\4\5\6\7\10", 8);
+       }));
+  seed("frame_reader", "compact_resend", written_bytes([](int fd) {
+         wire::write_compact_result(fd, 2, wire::CompactStatus::kResendInFull);
+       }));
   seed("frame_reader", "two_frames",
        frame_bytes(wire::Fetch{1, 2}) + frame_bytes(wire::Result{1, true, {}}, "\1\2\3"));
   argument_seeds();
