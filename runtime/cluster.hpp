@@ -273,6 +273,10 @@ class Cluster {
   bool pump_output(WorkerLink& link, bool err);
   void drain_output(WorkerLink& link);
   void retire(const std::shared_ptr<WorkerLink>& link, const std::string& why);
+  // What callers of a retired worker are told: "ProcessExited(pid): " + how it left (gone_).
+  static std::string process_exited(int pid, const std::string& how) {
+    return "ProcessExited(" + std::to_string(pid) + "): " + how;
+  }
 
   mutable std::mutex mu_;
   std::map<int, std::shared_ptr<WorkerLink>> links_;  // guarded by mu_

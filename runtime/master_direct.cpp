@@ -54,8 +54,8 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k, Arg
     std::lock_guard lock(mu_);
     auto gone = gone_.find(pid);
     throw Error(ErrorKind::Disconnected,
-                "ProcessExited(" + std::to_string(pid) + "): " +
-                    (gone != gone_.end() ? gone->second : "worker " + std::to_string(pid) + " is gone"),
+                process_exited(pid, gone != gone_.end() ? gone->second
+                                                        : "worker " + std::to_string(pid) + " is gone"),
                 pid);
   }
   auto& result = std::get<wire::Result>(answer->message);

@@ -552,8 +552,7 @@ void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string&
   }
   unwatch(*link);
   drain_output(*link);  // Print what it said last before reporting it gone.
-  wire::RemoteError lost{ErrorKind::Disconnected,
-                         "ProcessExited(" + std::to_string(link->pid) + "): " + who + " " + reason,
+  wire::RemoteError lost{ErrorKind::Disconnected, process_exited(link->pid, who + " " + reason),
                          link->pid, {}};
   for (auto& [id, reply] : replies) reply->complete(wire::Result{id, false, lost}, {});
   for (auto& [id, weak] : refs) {

@@ -8,12 +8,6 @@
 namespace dj::wire {
 namespace {
 
-uint64_t load_u64(const unsigned char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-
 // Prefix and header in one buffer, then the payload: one write into the ring.
 template <size_t kWords>
 void write_compact(Outlet out, uint32_t magic, const uint64_t (&fields)[kWords],
@@ -52,18 +46,23 @@ uint32_t compact_header_bytes(uint32_t magic) {
 }
 
 Message decode_compact(uint32_t magic, const unsigned char* header) {
+  // The fields as write_compact put them: an array of u64.
+  const uint32_t bytes = compact_header_bytes(magic);
+  if (bytes == 0) throw Error(ErrorKind::InvalidArgument, "dj wire: not a compact frame");
+  uint64_t fields[kCompactCallHeaderBytes / 8] = {};
+  std::memcpy(fields, header, bytes);
   if (magic == kCompactCallMagic) {
     Call call;
-    call.request_id = load_u64(header);
-    call.kernel_id = load_u64(header + 8);
-    call.signature_id = load_u64(header + 16);
+    call.request_id = fields[0];
+    call.kernel_id = fields[1];
+    call.signature_id = fields[2];
     call.mode = CallMode::kFetch;
     call.compact = true;
     return call;
   }
   Result result;
-  result.request_id = load_u64(header);
-  uint64_t status = load_u64(header + 8);
+  result.request_id = fields[0];
+  const uint64_t status = fields[1];
   if (status > static_cast<uint64_t>(CompactStatus::kResendInFull)) {
     throw Error(ErrorKind::InvalidArgument,
                 "dj wire: compact result with unknown status " + std::to_string(status));

@@ -67,6 +67,12 @@ void read_payload(int fd, ReadExact&& read_exact, std::string& out, uint64_t tot
   }
 }
 
+// The message a frame's header holds: Cap'n Proto, or a compact call or result.
+Message decode_header(const FramePrefix& p, const char* header) {
+  return p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header))
+                   : decode(header, p.header_bytes);
+}
+
 }  // namespace
 
 FramePrefix parse_prefix(const unsigned char (&prefix)[kFramePrefixBytes],
@@ -210,9 +216,7 @@ std::optional<Frame> read_frame(int fd, uint64_t max_payload_bytes) {
   if (detail::read_full(fd, header.data(), header.size()) != header.size()) {
     throw disconnected_mid_frame(fd, "message header");
   }
-  Frame frame{p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header.data()))
-                        : decode(header),
-              {}, {}};
+  Frame frame{decode_header(p, header.data()), {}, {}};
   if (p.payload_bytes) {
     read_payload(fd, [fd](char* at, size_t n) { return detail::read_full(fd, at, n); },
                  frame.payload, p.payload_bytes);
@@ -382,10 +386,7 @@ std::optional<Frame> FrameReader::next() {
   std::memcpy(prefix, buf_.get() + start_, sizeof prefix);
   FramePrefix p = parse_prefix(prefix, max_payload_);
   if (!fill(kFramePrefixBytes + p.header_bytes)) throw disconnected_mid_frame(fd_, "message header");
-  const char* header = buf_.get() + start_ + kFramePrefixBytes;
-  Frame frame{p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header))
-                        : decode(header, p.header_bytes),
-              {}, {}};
+  Frame frame{decode_header(p, buf_.get() + start_ + kFramePrefixBytes), {}, {}};
   start_ += kFramePrefixBytes + p.header_bytes;
   if (p.bulk) {
     if (!fill(kBulkDescriptorBytes)) throw disconnected_mid_frame(fd_, "bulk descriptor");
@@ -441,9 +442,7 @@ Frame parse_frame(const std::string& bytes, uint64_t max_payload_bytes) {
   if (bytes.size() - kFramePrefixBytes != p.header_bytes + p.payload_bytes) {
     throw Error(ErrorKind::InvalidArgument, "dj wire: frame length does not match its prefix");
   }
-  const char* header = bytes.data() + kFramePrefixBytes;
-  Frame frame{p.compact ? decode_compact(p.compact, reinterpret_cast<const unsigned char*>(header))
-                        : decode(header, p.header_bytes),
+  Frame frame{decode_header(p, bytes.data() + kFramePrefixBytes),
               bytes.substr(kFramePrefixBytes + p.header_bytes), {}};
   return frame;
 }

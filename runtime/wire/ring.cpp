@@ -223,19 +223,10 @@ void RingLink::write(const iovec* iov, int count) {
     const auto* src = static_cast<const unsigned char*>(iov[i].iov_base);
     size_t left = iov[i].iov_len;
     while (left > 0) {
-      // The reader's position as last seen: reloaded (a cache miss) only when it looks full.
-      uint64_t used = tail - out_head_seen_;
-      if (used > cap_) throw corrupt(used, cap_);
-      if (used == cap_) {
-        out_head_seen_ = h.head.load(std::memory_order_acquire);
-        used = tail - out_head_seen_;
-        if (used > cap_) throw corrupt(used, cap_);
-      }
-      size_t n = std::min(left, cap_ - static_cast<size_t>(used));
+      size_t n = std::min(left, room(tail, 1));
       if (n == 0) {
         publish(h, tail);  // let the reader drain what is there
         wait_for_room(h);
-        out_head_seen_ = h.head.load(std::memory_order_acquire);
         continue;
       }
       size_t at = static_cast<size_t>(tail & (cap_ - 1));
@@ -250,11 +241,19 @@ void RingLink::write(const iovec* iov, int count) {
   publish(h, tail);
 }
 
+size_t RingLink::room(uint64_t tail, size_t wanted) {
+  // The reader's position as last seen: reloaded (a cache miss) only when that shows less
+  // room than wanted.
+  for (bool reloaded = false;; reloaded = true) {
+    uint64_t used = tail - out_head_seen_;
+    if (used > cap_) throw corrupt(used, cap_);
+    if (cap_ - used >= wanted || reloaded) return cap_ - static_cast<size_t>(used);
+    out_head_seen_ = out_->head.load(std::memory_order_acquire);
+  }
+}
+
 bool RingLink::has_room(size_t bytes) {
-  const uint64_t tail = out_->tail.load(std::memory_order_relaxed);
-  if (bytes <= cap_ - std::min<uint64_t>(tail - out_head_seen_, cap_)) return true;
-  out_head_seen_ = out_->head.load(std::memory_order_acquire);
-  return bytes <= cap_ - std::min<uint64_t>(tail - out_head_seen_, cap_);
+  return room(out_->tail.load(std::memory_order_relaxed), bytes) >= bytes;
 }
 
 void RingLink::write_with_fd(const iovec* iov, int count, int fd) {

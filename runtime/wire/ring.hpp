@@ -105,6 +105,9 @@ class RingLink {
   RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap, bool master);
   void publish(Header& h, uint64_t tail);
   void wait_for_room(Header& h);
+  // Writer: free bytes ahead of `tail`, reloading the reader's position if fewer than
+  // `wanted` seem free. Throws InvalidArgument if the positions are corrupt.
+  size_t room(uint64_t tail, size_t wanted);
   int socket_;
   int memfd_, my_bell_, peer_bell_;
   size_t cap_;
