@@ -32,6 +32,10 @@ struct SinkState {
   // length, the bytes, appended at append_at.
   std::string* append_to = nullptr;
   size_t append_at = 0;
+  // The express path: a result that fits goes here (fixed_used set).
+  unsigned char* fixed = nullptr;
+  size_t fixed_room = 0;
+  bool fixed_used = false;
   bool reserved = false;
   bool failed = false;
   std::string message;
@@ -48,6 +52,11 @@ unsigned char* sink_reserve(void* ctx, size_t bytes) {
     uint64_t n = bytes;
     std::memcpy(out.data() + s->append_at + 1, &n, 8);
     return reinterpret_cast<unsigned char*>(out.data() + s->append_at + 9);
+  }
+  if (s->fixed && bytes <= s->fixed_room) {
+    s->fixed_used = true;
+    s->lent_bytes = bytes;
+    return s->fixed;
   }
   if (s->lend && *s->lend && (s->lent = (*s->lend)(bytes))) {
     s->lent_bytes = bytes;
@@ -156,7 +165,7 @@ SinkState invoke(const ExecContext& ctx, const KernelEntry& kernel,
   return state;
 }
 
-CallOutcome outcome_of(const ExecContext& ctx, const PendingCall& p, SinkState& state);
+CallOutcome outcome_of(const ExecContext& ctx, const std::string& name, SinkState& state);
 
 // A batch element's run when nothing can go wrong before the kernel: its one value argument
 // read in place, its result written straight into `out`. Returns false (nothing appended) when
@@ -180,7 +189,7 @@ bool run_batch_element_in_place(const ExecContext& ctx, const PendingCall& p,
   }
   if (state.reserved && !state.failed) return true;
   if (state.reserved) out.resize(state.append_at);  // reserved, then failed: drop the bytes
-  CallOutcome o = outcome_of(ctx, p, state);
+  CallOutcome o = outcome_of(ctx, p.call.kernel_name, state);
   out += static_cast<char>(static_cast<int>(o.error.kind) + 2);
   uint64_t n = o.error.message.size();
   out.append(reinterpret_cast<const char*>(&n), 8);
@@ -321,13 +330,12 @@ CallOutcome run_parsed(const ExecContext& ctx, const PendingCall& p,
   SinkState state = invoke(ctx, *p.kernel, args,
                            p.call.mode == wire::CallMode::kFetch ? &ctx.lend_result : nullptr);
   if (state.lent && (state.failed || !state.reserved) && ctx.unlend_result) ctx.unlend_result();
-  return outcome_of(ctx, p, state);
+  return outcome_of(ctx, p.call.kernel_name, state);
 }
 
 // What a kernel's run through the sink amounts to: its result, or the error that names it.
-CallOutcome outcome_of(const ExecContext& ctx, const PendingCall& p, SinkState& state) {
+CallOutcome outcome_of(const ExecContext& ctx, const std::string& name, SinkState& state) {
   const int pid = ctx.self_pid;
-  const std::string& name = p.call.kernel_name;
   if (state.failed && is_interrupted()) {
     return failure(ErrorKind::Cancelled,
                    "on worker " + std::to_string(pid) + ": kernel '" + name +
@@ -359,7 +367,67 @@ void put_pod(std::string& out, T v) {
   out.append(reinterpret_cast<const char*>(&v), sizeof v);
 }
 
+// Locates the values of an argument blob that holds only values (tags 0 and 2), at most
+// kMaxInPlaceArgs of them. False when it holds anything else or is malformed.
+bool locate_values(const char* blob, size_t size, dj_arg* args, size_t& count) {
+  auto* p = reinterpret_cast<const unsigned char*>(blob);
+  if (size < 4) return false;
+  uint32_t n;
+  std::memcpy(&n, p, 4);
+  if (n > kMaxInPlaceArgs) return false;
+  size_t at = 4;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (at >= size) return false;
+    uint8_t tag = p[at++];
+    if (tag == 2) {
+      if (at >= size || p[at] > 7 || size - at - 1 < p[at]) return false;
+      at += 1 + p[at];
+    } else if (tag != 0) {
+      return false;
+    }
+    uint64_t len;
+    if (size - at < 8) return false;
+    std::memcpy(&len, p + at, 8);
+    at += 8;
+    if (len > size - at) return false;
+    args[i] = {p + at, static_cast<size_t>(len)};
+    at += static_cast<size_t>(len);
+  }
+  count = n;
+  return at == size;
+}
+
 }  // namespace
+
+uint64_t current_generation() noexcept { return g_interrupt_generation.load(); }
+
+bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
+                  const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
+                  InPlaceOutcome& result) {
+  dj_arg args[kMaxInPlaceArgs];
+  size_t count = 0;
+  if (!locate_values(blob, blob_bytes, args, count)) return false;
+  g_running_generation.store(generation, std::memory_order_relaxed);
+  if (is_interrupted()) {
+    result.outcome = cancelled(ctx, kernel.name);
+    return true;
+  }
+  SinkState state;
+  state.fixed = out;
+  state.fixed_room = room;
+  dj_sink sink{&state, &sink_reserve, &sink_fail};
+  {
+    ScopedSegmentTable segments(ctx.segments);
+    kernel.invoke(args, count, &sink);
+  }
+  if (state.fixed_used && !state.failed) {
+    result.in_place = true;
+    result.bytes = state.lent_bytes;
+    return true;
+  }
+  result.outcome = outcome_of(ctx, kernel.name, state);
+  return true;
+}
 
 void interrupt_all() noexcept { g_interrupt_generation.fetch_add(1); }
 bool is_interrupted() noexcept {

@@ -79,6 +79,25 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& pending);
 // batch with an arrival_error (refused whole): execute_call reports that one.
 std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 
+// The express path's run (a same-host remotecall_fetch through the ring's slot, on a worker
+// with nothing else running): `kernel`, already checked against the call's signature id, on
+// the argument blob read in place. A result of up to `room` bytes is written at `out`
+// (in_place, its size in `bytes`); a larger one, or the error, is in `outcome` as
+// execute_call would give it. Returns false, running nothing, when the blob holds a Future
+// argument, more than kMaxInPlaceArgs arguments, or is malformed: the caller then takes
+// accept_call and execute_call, which resolve and report those.
+inline constexpr size_t kMaxInPlaceArgs = 8;
+struct InPlaceOutcome {
+  bool in_place = false;
+  size_t bytes = 0;
+  CallOutcome outcome;
+};
+bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
+                  const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
+                  InPlaceOutcome& result);
+// The interrupt generation a call accepted now runs under (PendingCall::generation).
+uint64_t current_generation() noexcept;
+
 // The text of the "kernel not loaded" error (the notebook's "What happened?" cell).
 std::string not_loaded_message(const std::string& kernel, int pid);
 

@@ -53,6 +53,10 @@ struct WorkerLink {
   // wait (no other writer, room for it and anything corked); false otherwise, nothing sent
   // (master_direct.cpp).
   bool try_send_compact_call(uint64_t request_id, const CallTarget& k, const std::string& args);
+  // Posts an express call (the same, through the ring's slot: wire/compact.hpp) if nothing
+  // corked needs a wait to go first; false otherwise, nothing sent. The caller holds read_mu
+  // (one express call at a time per link).
+  bool try_post_express_call(uint64_t seq, const CallTarget& k, const std::string& args);
 
   const int pid;
   std::unique_ptr<LaunchedWorker> process;
@@ -255,6 +259,13 @@ class Cluster {
   // nonzero, is put in `direct` instead of being handled.
   bool read_one(const std::shared_ptr<WorkerLink>& link, uint64_t direct_id = 0,
                 std::optional<wire::Frame>* direct = nullptr);
+  // How an express call (wire/compact.hpp) was answered: a value in the slot, a Result frame
+  // (in `answer`), "send it in full", or not at all (the link retired).
+  enum class ExpressAnswer { kValue, kFrame, kResend, kRetired };
+  // Borrows the link (caller holds read_mu) until the express call `id` is answered: the value
+  // goes in `value`, a Result frame in `answer` (master_direct.cpp).
+  ExpressAnswer await_express(const std::shared_ptr<WorkerLink>& link, uint64_t id,
+                              std::optional<wire::Frame>& answer, std::string& value);
   // Borrows the link (caller holds read_mu): reads its frames on this thread until `reply` is
   // complete (reply non-null) or the Result of direct_id is in `direct`, or the link retires.
   void read_as_borrower(const std::shared_ptr<WorkerLink>& link, Reply* reply, uint64_t direct_id,

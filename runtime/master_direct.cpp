@@ -4,6 +4,8 @@
 // handled as the I/O thread would handle them.
 #include "cluster.hpp"
 
+#include <cstring>
+
 namespace dj::detail {
 namespace {
 // Direct calls take request ids from their own range: they are never in WorkerLink::replies.
@@ -26,6 +28,75 @@ bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
   return true;
 }
 
+bool WorkerLink::try_post_express_call(uint64_t seq, const CallTarget& k,
+                                       const std::string& args) {
+  {
+    std::unique_lock lock(write_mu, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    if (!corked.empty()) {  // In order: what was corked goes first, if it fits without a wait.
+      if (!ring->has_room(corked.size())) return false;
+      try {
+        write_corked_locked();
+      } catch (const Error&) {
+        // Cannot happen with room reserved and no wait; the reader finds out if the link broke.
+      }
+    }
+  }
+  const uint64_t signature_id = k.signature_id ? k.signature_id : fnv1a64(*k.signature);
+  unsigned char* at = ring->slot();
+  std::memcpy(at, &k.id, 8);
+  std::memcpy(at + 8, &signature_id, 8);
+  std::memcpy(at + wire::kExpressCallHeaderBytes, args.data(), args.size());
+  ring->post(seq, wire::kExpressCallTag, wire::kExpressCallHeaderBytes + args.size());
+  return true;
+}
+
+Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>& link,
+                                              uint64_t id, std::optional<wire::Frame>& answer,
+                                              std::string& value) {
+  // Borrowed as read_as_borrower borrows, except that the ring's asleep flag is left as it
+  // is: the answer wakes this thread through the slot's own flag (wire/ring.hpp), so a busy
+  // exchange writes no flag at all.
+  if (link->armed) {
+    set_interest(*link, false);
+    link->armed = false;
+  }
+  ExpressAnswer how = ExpressAnswer::kRetired;
+  for (;;) {
+    try {
+      if (link->reader.wait_frame_or_slot()) {
+        auto m = link->ring->take_slot();
+        if (m.seq != id) {
+          throw Error(ErrorKind::InvalidArgument,
+                      "dj wire: express answer " + std::to_string(m.seq) + " to call " +
+                          std::to_string(id));
+        }
+        if (m.tag == static_cast<uint32_t>(wire::CompactStatus::kOk)) {
+          value.assign(reinterpret_cast<const char*>(m.data), m.bytes);
+          how = ExpressAnswer::kValue;
+        } else if (m.tag == static_cast<uint32_t>(wire::CompactStatus::kResendInFull)) {
+          how = ExpressAnswer::kResend;
+        } else {
+          throw Error(ErrorKind::InvalidArgument,
+                      "dj wire: unknown express answer status " + std::to_string(m.tag));
+        }
+        break;
+      }
+    } catch (const Error& e) {
+      retire(link, std::string("its connection failed: ") + e.what());
+      break;
+    }
+    if (!read_one(link, id, &answer)) break;  // retired
+    if (answer) {
+      how = ExpressAnswer::kFrame;
+      break;
+    }
+  }
+  link->borrows.store(link->borrows.load(std::memory_order_relaxed) + 1,
+                      std::memory_order_relaxed);
+  return how;
+}
+
 std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k, ArgBlob& args) {
   if (args.lent || k.chunk_op != 0) return std::nullopt;
   std::shared_ptr<WorkerLink> link;
@@ -40,17 +111,31 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k, Arg
   if (!reader.owns_lock()) return std::nullopt;  // Another thread reads it: wait for a Reply.
 
   const uint64_t id = kDirectIdBit | g_next_direct_id.fetch_add(1, std::memory_order_relaxed);
-  // The reader of a connection must never wait to write on it: the worker may be waiting for
-  // us to read before it reads again. So the call goes only if it fits in the ring now.
-  if (!link->try_send_compact_call(id, k, args.bytes)) return std::nullopt;
+  // Small arguments go through the ring's express slot, others as a compact frame. The reader
+  // of a connection must never wait to write on it (the worker may be waiting for us to read
+  // before it reads again), so the call goes only if it can be written now.
+  const bool express =
+      wire::kExpressCallHeaderBytes + args.bytes.size() <= wire::RingLink::kSlotBytes;
+  if (express ? !link->try_post_express_call(id, k, args.bytes)
+              : !link->try_send_compact_call(id, k, args.bytes)) {
+    return std::nullopt;
+  }
   link->in_flight.fetch_add(1);  // For Ctrl-C and the heartbeat, as any call.
   std::optional<wire::Frame> answer;
-  read_as_borrower(link, nullptr, id, answer);
+  std::string value;
+  ExpressAnswer how = ExpressAnswer::kFrame;
+  if (express) how = await_express(link, id, answer, value);
+  else read_as_borrower(link, nullptr, id, answer);
   link->in_flight.fetch_sub(1);
   reader.unlock();
-  if (!some_link_disarmed_.exchange(true)) wake();  // The I/O thread starts its re-arm tick.
-
-  if (!answer) {  // Retired while we waited: report it as the full path's waiters hear it.
+  if (!some_link_disarmed_.load(std::memory_order_relaxed) &&
+      !some_link_disarmed_.exchange(true)) {
+    wake();  // The I/O thread starts its re-arm tick.
+  }
+  if (how == ExpressAnswer::kValue) return ser::Bytes(std::move(value));
+  if (how == ExpressAnswer::kResend) return std::nullopt;
+  if (!answer) {
+    // Retired while we waited: report it as the full path's waiters hear it.
     std::lock_guard lock(mu_);
     auto gone = gone_.find(pid);
     throw Error(ErrorKind::Disconnected,

@@ -177,9 +177,14 @@ void WorkerServer::serve() {
       reader.lock();
     }
     std::optional<PendingCall> to_run;
-    while (!to_run) {
+    bool ran_express = false;
+    while (!to_run && !ran_express) {
       std::optional<wire::Frame> frame;
       try {
+        if (reader_->wait_frame_or_slot()) {
+          ran_express = serve_express(reader);
+          continue;
+        }
         frame = reader_->next();
       } catch (const Error& e) {
         exit_now(1, std::string("connection to the master failed: ") + e.what());
@@ -204,13 +209,89 @@ void WorkerServer::serve() {
         to_run.emplace(std::move(pending));
       }
     }
-    // running_ is set (above) before the timer flag is read here, and the follower clears the
-    // flag before reading running_: so one of the two always arms the timer.
-    batches_.fetch_add(1, std::memory_order_relaxed);
-    if (!timer_armed_.exchange(true)) arm_timer(kTakeoverDelay);
-    reader.unlock();  // Nobody waits on it: no wake-up. The follower's timer covers us.
+    if (ran_express) continue;  // run, and the reader role given up, by serve_express
+    start_batch(reader);
     run_calls(std::move(*to_run));
   }
+}
+
+void WorkerServer::start_batch(std::unique_lock<std::mutex>& reader) {
+  // running_ is set before the timer flag is read here, and the follower clears the flag
+  // before reading running_: so one of the two always arms the timer. (Only the leader counts
+  // batches, so the count needs no atomic increment.)
+  batches_.store(batches_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (!timer_armed_.load(std::memory_order_relaxed) && !timer_armed_.exchange(true)) {
+    arm_timer(kTakeoverDelay);
+  }
+  reader.unlock();  // Nobody waits on it: no wake-up. The follower's timer covers us.
+}
+
+bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
+  wire::RingLink& ring = *reader_->ring();
+  const wire::RingLink::SlotMessage m = ring.take_slot();  // throws if corrupt
+  if (m.tag != wire::kExpressCallTag || m.bytes < wire::kExpressCallHeaderBytes) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj wire: malformed express call (tag " + std::to_string(m.tag) + ", " +
+                    std::to_string(m.bytes) + " bytes)");
+  }
+  uint64_t kernel_id, signature_id;
+  std::memcpy(&kernel_id, m.data, 8);
+  std::memcpy(&signature_id, m.data + 8, 8);
+  const char* blob = reinterpret_cast<const char*>(m.data) + wire::kExpressCallHeaderBytes;
+  const size_t blob_bytes = m.bytes - wire::kExpressCallHeaderBytes;
+  auto kernel = registry_.find(kernel_id);
+  if (!kernel || kernel->signature_id != signature_id) {
+    post_express(m.seq, wire::CompactStatus::kResendInFull, 0);
+    return false;
+  }
+  auto pending = [&] {
+    wire::Call call;
+    call.request_id = m.seq;
+    call.kernel_id = kernel_id;
+    call.mode = wire::CallMode::kFetch;
+    call.compact = call.express = true;
+    call.signature_id = signature_id;
+    return accept_call(ctx_, std::move(call), std::string(blob, blob_bytes));
+  };
+  const uint64_t generation = current_generation();
+  {
+    std::lock_guard q(queue_mu_);
+    if (running_) {  // Behind the calls already waiting; reply() answers it in turn.
+      queue_.push_back(pending());
+      return false;
+    }
+    running_ = true;
+  }
+  start_batch(reader);
+  // The slot is not written again before this call is answered: its bytes are read in place.
+  InPlaceOutcome done;
+  if (!run_in_place(ctx_, *kernel, generation, blob, blob_bytes, ring.slot(),
+                    wire::RingLink::kSlotBytes, done)) {
+    PendingCall p = pending();  // a Future argument, or a malformed blob
+    CallOutcome outcome = execute_call(ctx_, p);
+    reply(p, std::move(outcome));
+  } else if (done.in_place) {
+    post_express(m.seq, wire::CompactStatus::kOk, done.bytes);
+  } else {
+    send(wire::Result{m.seq, done.outcome.ok, done.outcome.error}, done.outcome.result);
+  }
+  std::optional<PendingCall> next;
+  {
+    std::lock_guard q(queue_mu_);
+    if (queue_.empty()) {
+      running_ = false;
+      return true;
+    }
+    next.emplace(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  run_calls(std::move(*next));  // what the follower queued meanwhile
+  return true;
+}
+
+void WorkerServer::post_express(uint64_t request_id, wire::CompactStatus status, size_t bytes) {
+  // One express call is answered at a time (the master waits for it), so the slot needs no lock.
+  reader_ring_->post(request_id, static_cast<uint32_t>(status), bytes);
 }
 
 void WorkerServer::run_calls(PendingCall first) {
@@ -247,7 +328,11 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
         } catch (const Error&) {
           exit_now(0, "");  // Master gone: nothing left to serve.
         }
-      } else if (call.compact && outcome.ok &&
+      } else if (call.express && outcome.ok &&
+                 outcome.result.size() <= wire::RingLink::kSlotBytes) {
+        std::memcpy(reader_ring_->slot(), outcome.result.data(), outcome.result.size());
+        post_express(call.request_id, wire::CompactStatus::kOk, outcome.result.size());
+      } else if (call.compact && !call.express && outcome.ok &&
                  outcome.result.size() <= wire::kCompactResultMaxBytes) {
         send_compact(call.request_id, wire::CompactStatus::kOk, outcome.result);
       } else {
@@ -284,6 +369,7 @@ void WorkerServer::take_ring(const wire::RingOffer& offer) {
   try {
     // This thread holds the reader role: the reader switches to the rings here.
     ring_ = wire::accept_ring(*reader_, master_.get(), offer);
+    reader_ring_ = ring_;
   } catch (const Error&) {
     exit_now(0, "");  // Master gone: nothing left to serve.
   }

@@ -88,6 +88,16 @@ class WorkerServer {
   void handle_control(wire::Frame&& frame);
   // Writes a compact result (wire/compact.hpp) for a compact call.
   void send_compact(uint64_t request_id, wire::CompactStatus status, const std::string& value);
+  // The leader starts running kernels: counts the batch, arms the follower's timer, and gives
+  // up the reader role.
+  void start_batch(std::unique_lock<std::mutex>& reader);
+  // An express call (the ring's slot, wire/compact.hpp) is waiting, and nothing before it:
+  // runs it on this thread if no kernel runs (giving up the reader role: returns true), else
+  // queues it, or answers that the master should resend it in full (returns false).
+  // Throws: InvalidArgument for a malformed slot.
+  bool serve_express(std::unique_lock<std::mutex>& reader);
+  // Answers an express call through the slot (`bytes` of value already written at its start).
+  void post_express(uint64_t request_id, wire::CompactStatus status, size_t bytes);
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});
@@ -120,6 +130,9 @@ class WorkerServer {
   bool bulk_ = false;     // the master is on this host: large payloads go through arena_
   // Set once the master's RingOffer is taken (guarded by write_mu_): every frame goes through it.
   std::shared_ptr<wire::RingLink> ring_;
+  // The same rings, for the express slot's answers, which need no write lock: set with ring_,
+  // before any express call can come, and never changed after.
+  std::shared_ptr<wire::RingLink> reader_ring_;
   wire::Outlet outlet() const { return {master_.get(), ring_.get()}; }
   // RingOffer (reader role): maps the rings, answers RingReady on the socket, switches to them.
   void take_ring(const wire::RingOffer& offer);

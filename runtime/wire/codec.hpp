@@ -65,6 +65,9 @@ struct Call {
   // signature (fnv1a64); the worker takes both from its registry.
   bool compact = false;
   uint64_t signature_id = 0;
+  // Came through the ring's express slot (wire/compact.hpp): a small, ok result goes back the
+  // same way.
+  bool express = false;
 };
 struct CallDone {
   uint64_t ref_id = 0;

@@ -331,6 +331,17 @@ bool FrameReader::ready(bool socket_event) {
   return buffered() > 0 || eof_ || ring_->readable() > 0;
 }
 
+bool FrameReader::wait_frame_or_slot() {
+  for (;;) {
+    if (!ring_ || buffered() > 0 || eof_) return false;
+    // The slot first: the peer published its earlier frames before it posted.
+    bool slot = ring_->slot_waiting();
+    if (ring_->readable() > 0) return false;
+    if (slot) return true;
+    if (ring_->wait(true)) pump_socket();
+  }
+}
+
 bool FrameReader::more_waiting() const {
   return has_buffered_frame() || (ring_ && ring_->readable() > 0);
 }

@@ -125,6 +125,11 @@ class FrameReader {
   // For a reader that sleeps in epoll: after an event on the socket (socket_event) or on the
   // ring's doorbell, whether next() has anything to read (on a socket: always).
   bool ready(bool socket_event);
+  // Ring mode: waits until next() has something to read (bytes buffered or in the ring, or
+  // news on the socket) or the ring's express slot holds a message. Returns true for the
+  // slot, which comes only when nothing was written before it: frames the peer wrote first
+  // are read first. Without a ring: returns false at once.
+  bool wait_frame_or_slot();
   // Whether another frame is waiting after next(): wholly buffered, or bytes in the ring.
   bool more_waiting() const;
   // Bytes read from the fd so far; safe to read from any thread (progress of a long frame).

@@ -33,6 +33,15 @@ struct RingLink::Header {
   alignas(64) std::atomic<uint64_t> head;     // reader: bytes ever read
   std::atomic<uint32_t> reader_asleep;        // reader: ring my doorbell after publishing
   std::atomic<uint32_t> room_seq;             // reader: bumped to wake a waiting writer (futex)
+  std::atomic<uint32_t> slot_asleep;          // reader: ring my doorbell after posting
+};
+
+// One direction's express slot: written by one side, read by the other.
+struct RingLink::Slot {
+  alignas(64) std::atomic<uint64_t> seq;  // the last message posted (0: none yet)
+  std::atomic<uint32_t> tag;
+  std::atomic<uint32_t> bytes;
+  unsigned char data[kSlotBytes];  // the first 48 share the line of seq
 };
 
 namespace {
@@ -42,6 +51,9 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free &&
               "ring positions must be address-free atomics to be shared between processes");
 
 constexpr size_t kHeaderPage = 4096;
+// In the header page: the two ring headers at 0 and 256, the two express slots at 1024 and
+// 2048 (each direction in the order master -> worker, worker -> master).
+constexpr size_t kSlotOffset = 1024, kSlotStride = 1024;
 constexpr size_t kMinRing = 4096, kMaxRing = size_t{64} << 20;
 
 using Clock = std::chrono::steady_clock;
@@ -176,6 +188,13 @@ RingLink::RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap
   in_data_ = master ? to_master_data : to_worker_data;
   out_head_seen_ = out_->head.load(std::memory_order_acquire);
   in_head_ = in_->head.load(std::memory_order_acquire);
+  static_assert(sizeof(Slot) <= kSlotStride && kSlotOffset + 2 * kSlotStride <= kHeaderPage);
+  auto* slot_to_worker = reinterpret_cast<Slot*>(map_ + kSlotOffset);
+  auto* slot_to_master = reinterpret_cast<Slot*>(map_ + kSlotOffset + kSlotStride);
+  out_slot_ = master ? slot_to_worker : slot_to_master;
+  in_slot_ = master ? slot_to_master : slot_to_worker;
+  out_slot_data_ = out_slot_->data;
+  in_slot_taken_ = in_slot_->seq.load(std::memory_order_acquire);
 }
 
 RingLink::~RingLink() {
@@ -294,16 +313,18 @@ size_t RingLink::read(char* at, size_t n) {
   return n;
 }
 
-bool RingLink::wait() {
+bool RingLink::wait(bool slot_too) {
   Header& h = *in_;
+  auto ready = [&] { return readable() > 0 || (slot_too && slot_waiting()); };
   for (SpinWait spin; spin.spin();) {
-    if (readable() > 0) return false;
+    if (ready()) return false;
   }
   uint32_t was = h.reader_asleep.load(std::memory_order_relaxed);
   h.reader_asleep.store(1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with publish()
+  if (slot_too) h.slot_asleep.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with publish() and post()
   bool socket_ready = false;
-  if (readable() == 0) {
+  if (!ready()) {
     pollfd fds[2] = {{my_bell_, POLLIN, 0}, {socket_, POLLIN, 0}};
     if (::poll(fds, 2, -1) > 0) {
       if (fds[0].revents & POLLIN) drain_bell();
@@ -311,7 +332,35 @@ bool RingLink::wait() {
     }
   }
   h.reader_asleep.store(was, std::memory_order_relaxed);
+  if (slot_too) h.slot_asleep.store(0, std::memory_order_relaxed);
   return socket_ready;
+}
+
+void RingLink::post(uint64_t seq, uint32_t tag, size_t bytes) {
+  Slot& s = *out_slot_;
+  s.tag.store(tag, std::memory_order_relaxed);
+  s.bytes.store(static_cast<uint32_t>(bytes), std::memory_order_relaxed);
+  s.seq.store(seq, std::memory_order_release);
+  // Pairs with the reader's fence in wait(): either it sees the message, or we see it asleep.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (out_->slot_asleep.load(std::memory_order_relaxed)) ring_bell(peer_bell_);
+}
+
+bool RingLink::slot_waiting() const {
+  return in_slot_->seq.load(std::memory_order_acquire) != in_slot_taken_;
+}
+
+RingLink::SlotMessage RingLink::take_slot() {
+  Slot& s = *in_slot_;
+  SlotMessage m{s.seq.load(std::memory_order_acquire), s.tag.load(std::memory_order_relaxed),
+                s.data, s.bytes.load(std::memory_order_relaxed)};
+  if (m.bytes > kSlotBytes) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj ring: corrupt express slot (" + std::to_string(m.bytes) +
+                    " bytes in a slot of " + std::to_string(kSlotBytes) + ")");
+  }
+  in_slot_taken_ = m.seq;
+  return m;
 }
 
 void RingLink::set_asleep(bool asleep) {

@@ -14,6 +14,15 @@
 // spins, then sleeps on a futex in the ring, waking every kRingLivenessCheck to see whether the
 // reader's process still exists (its socket end is closed when it dies).
 //
+// Beside the rings, each direction has an express slot (post/take_slot): one message at a
+// time, written in place and published by a sequence number that shares its cache line with
+// the first bytes. A small message then crosses between cores in one cache-line transfer,
+// where a ring frame takes two (its bytes, then the tail). It carries a same-host
+// remotecall_fetch and its answer: the master posts a call only once the last one is
+// answered, so a slot is never written while its reader still reads it. Its reader is woken
+// through the same doorbell, by its own asleep flag (slot_asleep), which only a reader about
+// to sleep sets: the master's I/O thread, asleep for the rings, never takes slot messages.
+//
 // The socket stays open for what shared memory cannot carry: the end of the connection (a dead
 // peer's socket reads EOF, which wakes a sleeping reader) and the descriptor of each bulk frame
 // (wire/bulk.hpp): the frame's bytes go into the ring, then one byte with the descriptor goes
@@ -90,9 +99,10 @@ class RingLink {
   size_t readable() const;
   // Copies up to n waiting bytes out (0: none waiting). Never blocks.
   size_t read(char* at, size_t n);
-  // Waits until readable() or until the socket has something to read (EOF or a descriptor):
-  // spins for kRingSpin, then sleeps. Returns true when the socket should be looked at.
-  bool wait();
+  // Waits until readable() (or slot_waiting(), with `slot_too`), or until the socket has
+  // something to read (EOF or a descriptor): spins for kRingSpin, then sleeps. Returns true
+  // when the socket should be looked at.
+  bool wait(bool slot_too = false);
   // Whether the reader sleeps without spinning first (the master's I/O thread, in epoll):
   // writers then always ring. Setting it true rings this side's own doorbell when bytes are
   // already waiting, so the sleeper cannot miss them.
@@ -100,8 +110,28 @@ class RingLink {
   // Empties this side's doorbell (after epoll reported it).
   void drain_bell();
 
+  // Express slot, writer. Room for a message's bytes; write them at slot(), then post(): the
+  // slot must be free (the peer has taken what was posted before, and answered it).
+  static constexpr size_t kSlotBytes = 1024 - 16;
+  unsigned char* slot() { return out_slot_data_; }
+  // Publishes `bytes` written at slot() under `seq` (never 0, never the last one posted) with
+  // a tag for the reader, ringing the doorbell if the reader sleeps. Never blocks.
+  void post(uint64_t seq, uint32_t tag, size_t bytes);
+  // Express slot, reader. Whether a message not yet taken is in the incoming slot.
+  bool slot_waiting() const;
+  struct SlotMessage {
+    uint64_t seq;
+    uint32_t tag;
+    const unsigned char* data;  // valid until the peer posts again
+    size_t bytes;
+  };
+  // Takes the waiting message (slot_waiting() was true). Throws: InvalidArgument if its size
+  // is corrupt.
+  SlotMessage take_slot();
+
  private:
   struct Header;
+  struct Slot;
   RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap, bool master);
   void publish(Header& h, uint64_t tail);
   void wait_for_room(Header& h);
@@ -119,6 +149,10 @@ class RingLink {
   unsigned char* in_data_ = nullptr;
   uint64_t out_head_seen_ = 0;  // writer: the reader's position when last loaded
   uint64_t in_head_ = 0;        // reader: bytes read (published to the header lazily)
+  Slot* out_slot_ = nullptr;
+  Slot* in_slot_ = nullptr;
+  unsigned char* out_slot_data_ = nullptr;
+  uint64_t in_slot_taken_ = 0;  // reader: the seq of the last message taken
 };
 
 }  // namespace dj::wire
