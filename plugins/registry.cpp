@@ -124,6 +124,7 @@ KernelRegistry::LoadOutcome KernelRegistry::load(const std::string& display_name
     }
   }
   for (auto& [id, entry] : fresh) kernels_[id] = entry;
+  version_.fetch_add(1, std::memory_order_release);
   by_digest_[digest] = image.get();
   images_.push_back(std::move(image));
   return {false, d.kernel_count};

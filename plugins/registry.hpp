@@ -3,6 +3,7 @@
 // of the user's ever needs to exist on a worker's disk.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -48,6 +49,10 @@ class KernelRegistry {
   // registry's lifetime even if a reload replaces it.
   std::shared_ptr<const KernelEntry> find(uint64_t kernel_id) const;
 
+  // Bumped by every load that adds kernels: a find() result cached under one version holds
+  // until the version changes.
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+
   size_t plugin_count() const;
 
   // Names of the kernels of the image with this digest (empty if not loaded).
@@ -58,6 +63,7 @@ class KernelRegistry {
   std::vector<std::unique_ptr<PluginImage>> images_;                      // guarded by mu_
   std::unordered_map<std::string, PluginImage*> by_digest_;               // guarded by mu_
   std::unordered_map<uint64_t, std::shared_ptr<const KernelEntry>> kernels_;  // guarded by mu_
+  std::atomic<uint64_t> version_{0};
 };
 
 // Reads a plugin file. Throws: NotFound/InvalidArgument naming the path and the reason.

@@ -1,6 +1,7 @@
 // The public free functions of dj.hpp, forwarding to the master's Cluster.
 #include "dj/dj.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "cluster.hpp"
@@ -128,6 +129,8 @@ unsigned char* ArgBlob::append(size_t n) {
     return at;
   }
   size_t at = bytes.size();
+  // Room for a few small arguments at once: one allocation, not one per doubling.
+  if (bytes.capacity() < at + n) bytes.reserve(std::max<size_t>(at + n, 120));
   bytes.resize(at + n);
   return reinterpret_cast<unsigned char*>(bytes.data() + at);
 }
@@ -175,6 +178,10 @@ std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& arg
 }
 ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
   return Cluster::instance().call_fetch(pid, k, std::move(args));
+}
+ser::Bytes call_fetch_small(int pid, const CallTarget& k, const unsigned char* blob, size_t size) {
+  return Cluster::instance().call_fetch_small(
+      pid, k, std::string_view(reinterpret_cast<const char*>(blob), size));
 }
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {
   auto ref = Cluster::instance().call_store(pid, k, std::move(args));

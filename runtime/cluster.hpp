@@ -52,11 +52,11 @@ struct WorkerLink {
   // Writes a compact call (wire/compact.hpp) of k with `args` into the ring if that needs no
   // wait (no other writer, room for it and anything corked); false otherwise, nothing sent
   // (master_direct.cpp).
-  bool try_send_compact_call(uint64_t request_id, const CallTarget& k, const std::string& args);
+  bool try_send_compact_call(uint64_t request_id, const CallTarget& k, std::string_view args);
   // Posts an express call (the same, through the ring's slot: wire/compact.hpp) if nothing
   // corked needs a wait to go first; false otherwise, nothing sent. The caller holds read_mu
   // (one express call at a time per link).
-  bool try_post_express_call(uint64_t seq, const CallTarget& k, const std::string& args);
+  bool try_post_express_call(uint64_t seq, const CallTarget& k, std::string_view args);
 
   const int pid;
   std::unique_ptr<LaunchedWorker> process;
@@ -76,6 +76,13 @@ struct WorkerLink {
   wire::Outlet outlet() const { return {socket.get(), ring.get()}; }
   wire::BulkArena arena;  // the master's memory for large payloads to this worker
   std::atomic<int> in_flight{0};
+  // An express call is out (set and cleared by the read_mu holder, which waits for it: plain
+  // stores, no read-modify-write on the round trip). Counted by calls_in_flight().
+  std::atomic<bool> express_out{false};
+  uint64_t express_seq = 0;  // guarded by read_mu: the last express call's number
+  int calls_in_flight() const {
+    return in_flight.load() + (express_out.load(std::memory_order_relaxed) ? 1 : 0);
+  }
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
   bool is_local = false;              // started by LocalManager: interrupt() may replace it
   // Held by whichever thread reads `socket`: the I/O thread, or a user thread that borrowed the
@@ -147,11 +154,14 @@ class Cluster {
                     const std::string& signature) const;
 
   std::shared_ptr<RefState> call_store(int pid, const CallTarget& k, ArgBlob&& args);
-  ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
-  // call_fetch to a same-host worker whose connection no other thread is reading: a compact
-  // call, answered on this thread (master_direct.cpp). nullopt when that does not apply (the
-  // full path then sends the call). Throws: the call's error.
-  std::optional<ser::Bytes> call_direct(int pid, const CallTarget& k, ArgBlob& args);
+  // `try_direct` false: call_direct was already tried.
+  ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct = true);
+  // call_fetch of arguments already encoded, not lent (detail::call_fetch_small).
+  ser::Bytes call_fetch_small(int pid, const CallTarget& k, std::string_view args);
+  // call_fetch to a same-host worker whose connection no other thread is reading: an express
+  // or compact call, answered on this thread (master_direct.cpp). nullopt when that does not
+  // apply (the full path then sends the call). Throws: the call's error.
+  std::optional<ser::Bytes> call_direct(int pid, const CallTarget& k, std::string_view args);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or

@@ -119,12 +119,23 @@ std::pair<std::shared_ptr<WorkerLink>, uint64_t> Cluster::register_call(
   return {link, id};
 }
 
-ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args) {
+ser::Bytes Cluster::call_fetch_small(int pid, const CallTarget& k, std::string_view args) {
+  if (pid != 1) {
+    if (auto answer = call_direct(pid, k, args)) return std::move(*answer);
+  }
+  ArgBlob blob(pid);
+  blob.bytes.assign(args.data(), args.size());
+  return call_fetch(pid, k, std::move(blob), false);
+}
+
+ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct) {
   if (pid == 1) {
     auto ref = call_store(1, k, std::move(args));
     return ser::Bytes(fetch(*ref));
   }
-  if (auto answer = call_direct(pid, k, args)) return std::move(*answer);
+  if (try_direct && !args.lent) {
+    if (auto answer = call_direct(pid, k, args.bytes)) return std::move(*answer);
+  }
   auto reply = std::make_shared<Reply>();
   reply->takes_bulk = true;  // a large result is decoded where the worker wrote it
   auto [link, id] = register_call(pid, reply, std::move(args.pinned));
@@ -195,12 +206,12 @@ void Cluster::interrupt(const std::vector<int>& pids, std::chrono::milliseconds 
   for (auto& link : targets) link->send(wire::Interrupt{});
   auto deadline = std::chrono::steady_clock::now() + grace;
   for (auto& link : targets) {
-    while (link->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    while (link->calls_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
   for (auto& link : targets) {
-    if (link->in_flight.load() == 0) continue;
+    if (link->calls_in_flight() == 0) continue;
     {
       std::lock_guard lock(mu_);
       if (!links_.count(link->pid)) continue;  // died meanwhile
@@ -282,7 +293,7 @@ int Cluster::least_loaded() const {
   const WorkerLink* best = nullptr;
   for (size_t j = 0; j < n; ++j) {
     const WorkerLink* l = order[(start + j) % n];
-    if (!best || l->in_flight.load() < best->in_flight.load()) best = l;
+    if (!best || l->calls_in_flight() < best->calls_in_flight()) best = l;
   }
   return best->pid;
 }

@@ -10,11 +10,13 @@ namespace dj::detail {
 namespace {
 // Direct calls take request ids from their own range: they are never in WorkerLink::replies.
 constexpr uint64_t kDirectIdBit = uint64_t{1} << 63;
+// Express calls are numbered per link (their slot's sequence), below this bit.
+constexpr uint64_t kExpressIdBit = uint64_t{1} << 62;
 std::atomic<uint64_t> g_next_direct_id{1};
 }  // namespace
 
 bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
-                                       const std::string& args) {
+                                       std::string_view args) {
   const uint64_t signature_id = k.signature_id ? k.signature_id : fnv1a64(*k.signature);
   std::unique_lock lock(write_mu, std::try_to_lock);
   const size_t frame_bytes = wire::kFramePrefixBytes + wire::kCompactCallHeaderBytes + args.size();
@@ -29,7 +31,7 @@ bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
 }
 
 bool WorkerLink::try_post_express_call(uint64_t seq, const CallTarget& k,
-                                       const std::string& args) {
+                                       std::string_view args) {
   {
     std::unique_lock lock(write_mu, std::try_to_lock);
     if (!lock.owns_lock()) return false;
@@ -97,8 +99,9 @@ Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>&
   return how;
 }
 
-std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k, ArgBlob& args) {
-  if (args.lent || k.chunk_op != 0) return std::nullopt;
+std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
+                                               std::string_view args) {
+  if (k.chunk_op != 0) return std::nullopt;
   std::shared_ptr<WorkerLink> link;
   {
     std::lock_guard lock(mu_);
@@ -110,23 +113,30 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k, Arg
   std::unique_lock reader(link->read_mu, std::try_to_lock);
   if (!reader.owns_lock()) return std::nullopt;  // Another thread reads it: wait for a Reply.
 
-  const uint64_t id = kDirectIdBit | g_next_direct_id.fetch_add(1, std::memory_order_relaxed);
   // Small arguments go through the ring's express slot, others as a compact frame. The reader
   // of a connection must never wait to write on it (the worker may be waiting for us to read
   // before it reads again), so the call goes only if it can be written now.
   const bool express =
-      wire::kExpressCallHeaderBytes + args.bytes.size() <= wire::RingLink::kSlotBytes;
-  if (express ? !link->try_post_express_call(id, k, args.bytes)
-              : !link->try_send_compact_call(id, k, args.bytes)) {
+      wire::kExpressCallHeaderBytes + args.size() <= wire::RingLink::kSlotBytes;
+  const uint64_t id = express ? kDirectIdBit | kExpressIdBit | ++link->express_seq
+                              : kDirectIdBit | g_next_direct_id.fetch_add(1, std::memory_order_relaxed);
+  if (express ? !link->try_post_express_call(id, k, args)
+              : !link->try_send_compact_call(id, k, args)) {
     return std::nullopt;
   }
-  link->in_flight.fetch_add(1);  // For Ctrl-C and the heartbeat, as any call.
+  // Counted in flight for Ctrl-C and the heartbeat, as any call.
   std::optional<wire::Frame> answer;
   std::string value;
   ExpressAnswer how = ExpressAnswer::kFrame;
-  if (express) how = await_express(link, id, answer, value);
-  else read_as_borrower(link, nullptr, id, answer);
-  link->in_flight.fetch_sub(1);
+  if (express) {
+    link->express_out.store(true, std::memory_order_relaxed);
+    how = await_express(link, id, answer, value);
+    link->express_out.store(false, std::memory_order_relaxed);
+  } else {
+    link->in_flight.fetch_add(1);
+    read_as_borrower(link, nullptr, id, answer);
+    link->in_flight.fetch_sub(1);
+  }
   reader.unlock();
   if (!some_link_disarmed_.load(std::memory_order_relaxed) &&
       !some_link_disarmed_.exchange(true)) {

@@ -39,7 +39,7 @@ void Cluster::on_ctrl_c() {
   {
     std::lock_guard lock(mu_);
     for (auto& [pid, link] : links_) {
-      if (link->in_flight.load() > 0) busy.push_back(link);
+      if (link->calls_in_flight() > 0) busy.push_back(link);
     }
   }
   if (busy.empty()) {
@@ -299,7 +299,7 @@ void Cluster::check_heartbeats() {
   {
     std::lock_guard lock(mu_);
     for (const auto& [pid, link] : links_) {
-      if (link->in_flight.load() > 0 || !link->replies.empty()) awaited.push_back(link);
+      if (link->calls_in_flight() > 0 || !link->replies.empty()) awaited.push_back(link);
     }
   }
   for (auto& link : awaited) {
@@ -333,7 +333,7 @@ void Cluster::check_heartbeats() {
   // Links no longer awaited start their next wait afresh.
   std::lock_guard lock(mu_);
   for (const auto& [pid, link] : links_) {
-    if (link->in_flight.load() == 0 && link->replies.empty()) link->awaited_since_ns = 0;
+    if (link->calls_in_flight() == 0 && link->replies.empty()) link->awaited_since_ns = 0;
   }
 }
 

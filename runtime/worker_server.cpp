@@ -239,7 +239,16 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
   std::memcpy(&signature_id, m.data + 8, 8);
   const char* blob = reinterpret_cast<const char*>(m.data) + wire::kExpressCallHeaderBytes;
   const size_t blob_bytes = m.bytes - wire::kExpressCallHeaderBytes;
-  auto kernel = registry_.find(kernel_id);
+  // The kernel last called this way, unless a plugin load came since (reader role only).
+  const uint64_t version = registry_.version();
+  if (kernel_id != express_kernel_id_ || version != express_version_) {
+    express_kernel_ = registry_.find(kernel_id);
+    express_kernel_id_ = kernel_id;
+    express_version_ = version;
+  }
+  // Valid while the kernel runs, after the reader role is given up: only serve_express changes
+  // the cache, and no other express call comes before this one is answered.
+  const KernelEntry* kernel = express_kernel_.get();
   if (!kernel || kernel->signature_id != signature_id) {
     post_express(m.seq, wire::CompactStatus::kResendInFull, 0);
     return false;

@@ -96,6 +96,9 @@ class WorkerServer {
   // queues it, or answers that the master should resend it in full (returns false).
   // Throws: InvalidArgument for a malformed slot.
   bool serve_express(std::unique_lock<std::mutex>& reader);
+  // serve_express's one-entry cache of registry_.find (held by the reader role).
+  std::shared_ptr<const KernelEntry> express_kernel_;
+  uint64_t express_kernel_id_ = 0, express_version_ = 0;
   // Answers an express call through the slot (`bytes` of value already written at its start).
   void post_express(uint64_t request_id, wire::CompactStatus status, size_t bytes);
   void run_calls(PendingCall first);
