@@ -56,7 +56,7 @@ struct WorkerLink {
   // Posts an express call (the same, through the ring's slot: wire/compact.hpp) if nothing
   // corked needs a wait to go first; false otherwise, nothing sent. The caller holds read_mu
   // (one express call at a time per link).
-  bool try_post_express_call(uint64_t seq, const CallTarget& k, std::string_view args);
+  bool try_post_express_call(uint32_t seq, const CallTarget& k, std::string_view args);
 
   const int pid;
   std::unique_ptr<LaunchedWorker> process;
@@ -79,7 +79,7 @@ struct WorkerLink {
   // An express call is out (set and cleared by the read_mu holder, which waits for it: plain
   // stores, no read-modify-write on the round trip). Counted by calls_in_flight().
   std::atomic<bool> express_out{false};
-  uint64_t express_seq = 0;  // guarded by read_mu: the last express call's number
+  uint32_t express_seq = 0;  // guarded by read_mu: the last express call's number
   int calls_in_flight() const {
     return in_flight.load() + (express_out.load(std::memory_order_relaxed) ? 1 : 0);
   }
@@ -272,9 +272,9 @@ class Cluster {
   // How an express call (wire/compact.hpp) was answered: a value in the slot, a Result frame
   // (in `answer`), "send it in full", or not at all (the link retired).
   enum class ExpressAnswer { kValue, kFrame, kResend, kRetired };
-  // Borrows the link (caller holds read_mu) until the express call `id` is answered: the value
+  // Borrows the link (caller holds read_mu) until express call `seq` is answered: the value
   // goes in `value`, a Result frame in `answer` (master_direct.cpp).
-  ExpressAnswer await_express(const std::shared_ptr<WorkerLink>& link, uint64_t id,
+  ExpressAnswer await_express(const std::shared_ptr<WorkerLink>& link, uint32_t seq,
                               std::optional<wire::Frame>& answer, std::string& value);
   // Borrows the link (caller holds read_mu): reads its frames on this thread until `reply` is
   // complete (reply non-null) or the Result of direct_id is in `direct`, or the link retires.

@@ -10,8 +10,6 @@ namespace dj::detail {
 namespace {
 // Direct calls take request ids from their own range: they are never in WorkerLink::replies.
 constexpr uint64_t kDirectIdBit = uint64_t{1} << 63;
-// Express calls are numbered per link (their slot's sequence), below this bit.
-constexpr uint64_t kExpressIdBit = uint64_t{1} << 62;
 std::atomic<uint64_t> g_next_direct_id{1};
 }  // namespace
 
@@ -30,7 +28,7 @@ bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
   return true;
 }
 
-bool WorkerLink::try_post_express_call(uint64_t seq, const CallTarget& k,
+bool WorkerLink::try_post_express_call(uint32_t seq, const CallTarget& k,
                                        std::string_view args) {
   {
     std::unique_lock lock(write_mu, std::try_to_lock);
@@ -54,8 +52,9 @@ bool WorkerLink::try_post_express_call(uint64_t seq, const CallTarget& k,
 }
 
 Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>& link,
-                                              uint64_t id, std::optional<wire::Frame>& answer,
+                                              uint32_t seq, std::optional<wire::Frame>& answer,
                                               std::string& value) {
+  const uint64_t id = wire::express_request_id(seq);  // of an answer in a Result frame
   // Borrowed as read_as_borrower borrows, except that the ring's asleep flag is left as it
   // is: the answer wakes this thread through the slot's own flag (wire/ring.hpp), so a busy
   // exchange writes no flag at all.
@@ -68,10 +67,10 @@ Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>&
     try {
       if (link->reader.wait_frame_or_slot()) {
         auto m = link->ring->take_slot();
-        if (m.seq != id) {
+        if (m.seq != seq) {
           throw Error(ErrorKind::InvalidArgument,
                       "dj wire: express answer " + std::to_string(m.seq) + " to call " +
-                          std::to_string(id));
+                          std::to_string(seq));
         }
         if (m.tag == static_cast<uint32_t>(wire::CompactStatus::kOk)) {
           value.assign(reinterpret_cast<const char*>(m.data), m.bytes);
@@ -118,11 +117,13 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
   // before it reads again), so the call goes only if it can be written now.
   const bool express =
       wire::kExpressCallHeaderBytes + args.size() <= wire::RingLink::kSlotBytes;
-  const uint64_t id = express ? kDirectIdBit | kExpressIdBit | ++link->express_seq
-                              : kDirectIdBit | g_next_direct_id.fetch_add(1, std::memory_order_relaxed);
-  if (express ? !link->try_post_express_call(id, k, args)
-              : !link->try_send_compact_call(id, k, args)) {
-    return std::nullopt;
+  uint64_t id = 0;
+  if (express) {
+    if (++link->express_seq == 0) link->express_seq = 1;  // 0 is the empty slot's
+    if (!link->try_post_express_call(link->express_seq, k, args)) return std::nullopt;
+  } else {
+    id = kDirectIdBit | g_next_direct_id.fetch_add(1, std::memory_order_relaxed);
+    if (!link->try_send_compact_call(id, k, args)) return std::nullopt;
   }
   // Counted in flight for Ctrl-C and the heartbeat, as any call.
   std::optional<wire::Frame> answer;
@@ -130,7 +131,7 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
   ExpressAnswer how = ExpressAnswer::kFrame;
   if (express) {
     link->express_out.store(true, std::memory_order_relaxed);
-    how = await_express(link, id, answer, value);
+    how = await_express(link, link->express_seq, answer, value);
     link->express_out.store(false, std::memory_order_relaxed);
   } else {
     link->in_flight.fetch_add(1);

@@ -255,7 +255,7 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
   }
   auto pending = [&] {
     wire::Call call;
-    call.request_id = m.seq;
+    call.request_id = wire::express_request_id(m.seq);
     call.kernel_id = kernel_id;
     call.mode = wire::CallMode::kFetch;
     call.compact = call.express = true;
@@ -272,17 +272,20 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
     running_ = true;
   }
   start_batch(reader);
-  // The slot is not written again before this call is answered: its bytes are read in place.
+  // The slot is not written again before this call is answered: the arguments are read in
+  // place there, and the answer, which takes their place, is written once the kernel is done.
   InPlaceOutcome done;
-  if (!run_in_place(ctx_, *kernel, generation, blob, blob_bytes, ring.slot(),
-                    wire::RingLink::kSlotBytes, done)) {
+  unsigned char value[wire::RingLink::kSlotBytes];
+  if (!run_in_place(ctx_, *kernel, generation, blob, blob_bytes, value, sizeof value, done)) {
     PendingCall p = pending();  // a Future argument, or a malformed blob
     CallOutcome outcome = execute_call(ctx_, p);
     reply(p, std::move(outcome));
   } else if (done.in_place) {
+    std::memcpy(ring.slot(), value, done.bytes);
     post_express(m.seq, wire::CompactStatus::kOk, done.bytes);
   } else {
-    send(wire::Result{m.seq, done.outcome.ok, done.outcome.error}, done.outcome.result);
+    send(wire::Result{wire::express_request_id(m.seq), done.outcome.ok, done.outcome.error},
+         done.outcome.result);
   }
   std::optional<PendingCall> next;
   {
@@ -298,9 +301,9 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
   return true;
 }
 
-void WorkerServer::post_express(uint64_t request_id, wire::CompactStatus status, size_t bytes) {
+void WorkerServer::post_express(uint32_t seq, wire::CompactStatus status, size_t bytes) {
   // One express call is answered at a time (the master waits for it), so the slot needs no lock.
-  reader_ring_->post(request_id, static_cast<uint32_t>(status), bytes);
+  reader_ring_->post(seq, static_cast<uint16_t>(status), bytes);
 }
 
 void WorkerServer::run_calls(PendingCall first) {
@@ -340,7 +343,8 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
       } else if (call.express && outcome.ok &&
                  outcome.result.size() <= wire::RingLink::kSlotBytes) {
         std::memcpy(reader_ring_->slot(), outcome.result.data(), outcome.result.size());
-        post_express(call.request_id, wire::CompactStatus::kOk, outcome.result.size());
+        post_express(static_cast<uint32_t>(call.request_id), wire::CompactStatus::kOk,
+                     outcome.result.size());
       } else if (call.compact && !call.express && outcome.ok &&
                  outcome.result.size() <= wire::kCompactResultMaxBytes) {
         send_compact(call.request_id, wire::CompactStatus::kOk, outcome.result);

@@ -99,8 +99,8 @@ class WorkerServer {
   // serve_express's one-entry cache of registry_.find (held by the reader role).
   std::shared_ptr<const KernelEntry> express_kernel_;
   uint64_t express_kernel_id_ = 0, express_version_ = 0;
-  // Answers an express call through the slot (`bytes` of value already written at its start).
-  void post_express(uint64_t request_id, wire::CompactStatus status, size_t bytes);
+  // Answers express call `seq` through the slot (`bytes` of value already written at its start).
+  void post_express(uint32_t seq, wire::CompactStatus status, size_t bytes);
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});

@@ -15,12 +15,12 @@
 // ordinary Result frame of the same request id.
 //
 // The same two messages also go through a ring's express slots (wire/ring.hpp), without a
-// frame: the slot's sequence number is the request id.
+// frame, numbered by the slot's sequence (express_request_id gives their request id):
 //   express call   tag kExpressCallTag; bytes: u64 kernel id, u64 signature id, then the
 //                  argument blob.
 //   express answer tag: the CompactStatus; bytes: the value (status ok).
 // A worker answers an express call through its own slot when the call succeeded with a value
-// that fits there; otherwise with an ordinary Result frame in the ring, of the slot's request id.
+// that fits there; otherwise with an ordinary Result frame in the ring, of that request id.
 #pragma once
 
 #include <cstddef>
@@ -42,6 +42,9 @@ inline constexpr size_t kCompactResultMaxBytes = 64 * 1024;
 enum class CompactStatus : uint64_t { kOk = 0, kResendInFull = 1 };
 inline constexpr uint32_t kExpressCallTag = 0x45;  // 'E'
 inline constexpr size_t kExpressCallHeaderBytes = 16;
+// The request id of express call `seq`: the top two bits set, apart from the ids the master
+// gives other requests.
+constexpr uint64_t express_request_id(uint32_t seq) { return uint64_t{3} << 62 | seq; }
 
 // Throws: dj::Error(Disconnected) when the peer is gone. Callers serialise writes.
 void write_compact_call(Outlet out, uint64_t request_id, uint64_t kernel_id,

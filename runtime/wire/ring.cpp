@@ -36,12 +36,13 @@ struct RingLink::Header {
   std::atomic<uint32_t> slot_asleep;          // reader: ring my doorbell after posting
 };
 
-// One direction's express slot: written by one side, read by the other.
+// The express slot, shared by both directions: a call and its answer take turns in it, so
+// that, as with a flag two processes ping-pong, each message is one cache line moving to the
+// other core. The message's sequence number, size, tag and writer are one word, and the 56
+// bytes after it share its line.
 struct RingLink::Slot {
-  alignas(64) std::atomic<uint64_t> seq;  // the last message posted (0: none yet)
-  std::atomic<uint32_t> tag;
-  std::atomic<uint32_t> bytes;
-  unsigned char data[kSlotBytes];  // the first 48 share the line of seq
+  alignas(64) std::atomic<uint64_t> word;  // seq | bytes << 32 | tag << 48 | from master << 63
+  unsigned char data[kSlotBytes];
 };
 
 namespace {
@@ -51,9 +52,10 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free &&
               "ring positions must be address-free atomics to be shared between processes");
 
 constexpr size_t kHeaderPage = 4096;
-// In the header page: the two ring headers at 0 and 256, the two express slots at 1024 and
-// 2048 (each direction in the order master -> worker, worker -> master).
-constexpr size_t kSlotOffset = 1024, kSlotStride = 1024;
+// In the header page: the two ring headers at 0 and 256 (master -> worker, then worker ->
+// master), the express slot at 1024.
+constexpr size_t kSlotOffset = 1024;
+constexpr uint64_t kFromMaster = uint64_t{1} << 63;
 constexpr size_t kMinRing = 4096, kMaxRing = size_t{64} << 20;
 
 using Clock = std::chrono::steady_clock;
@@ -188,13 +190,10 @@ RingLink::RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap
   in_data_ = master ? to_master_data : to_worker_data;
   out_head_seen_ = out_->head.load(std::memory_order_acquire);
   in_head_ = in_->head.load(std::memory_order_acquire);
-  static_assert(sizeof(Slot) <= kSlotStride && kSlotOffset + 2 * kSlotStride <= kHeaderPage);
-  auto* slot_to_worker = reinterpret_cast<Slot*>(map_ + kSlotOffset);
-  auto* slot_to_master = reinterpret_cast<Slot*>(map_ + kSlotOffset + kSlotStride);
-  out_slot_ = master ? slot_to_worker : slot_to_master;
-  in_slot_ = master ? slot_to_master : slot_to_worker;
-  out_slot_data_ = out_slot_->data;
-  in_slot_taken_ = in_slot_->seq.load(std::memory_order_acquire);
+  static_assert(kSlotOffset + sizeof(Slot) <= kHeaderPage);
+  slot_ = reinterpret_cast<Slot*>(map_ + kSlotOffset);
+  slot_data_ = slot_->data;
+  my_slot_mark_ = master ? kFromMaster : 0;
 }
 
 RingLink::~RingLink() {
@@ -336,30 +335,30 @@ bool RingLink::wait(bool slot_too) {
   return socket_ready;
 }
 
-void RingLink::post(uint64_t seq, uint32_t tag, size_t bytes) {
-  Slot& s = *out_slot_;
-  s.tag.store(tag, std::memory_order_relaxed);
-  s.bytes.store(static_cast<uint32_t>(bytes), std::memory_order_relaxed);
-  s.seq.store(seq, std::memory_order_release);
+void RingLink::post(uint32_t seq, uint16_t tag, size_t bytes) {
+  slot_->word.store(seq | uint64_t{static_cast<uint16_t>(bytes)} << 32 |
+                        uint64_t{tag & 0x7fffu} << 48 | my_slot_mark_,
+                    std::memory_order_release);
   // Pairs with the reader's fence in wait(): either it sees the message, or we see it asleep.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (out_->slot_asleep.load(std::memory_order_relaxed)) ring_bell(peer_bell_);
 }
 
 bool RingLink::slot_waiting() const {
-  return in_slot_->seq.load(std::memory_order_acquire) != in_slot_taken_;
+  const uint64_t word = slot_->word.load(std::memory_order_acquire);
+  return (word & kFromMaster) != my_slot_mark_ && static_cast<uint32_t>(word) != slot_taken_;
 }
 
 RingLink::SlotMessage RingLink::take_slot() {
-  Slot& s = *in_slot_;
-  SlotMessage m{s.seq.load(std::memory_order_acquire), s.tag.load(std::memory_order_relaxed),
-                s.data, s.bytes.load(std::memory_order_relaxed)};
+  const uint64_t word = slot_->word.load(std::memory_order_acquire);
+  SlotMessage m{static_cast<uint32_t>(word), static_cast<uint16_t>((word >> 48) & 0x7fff),
+                slot_->data, static_cast<uint16_t>(word >> 32)};
   if (m.bytes > kSlotBytes) {
     throw Error(ErrorKind::InvalidArgument,
                 "dj ring: corrupt express slot (" + std::to_string(m.bytes) +
                     " bytes in a slot of " + std::to_string(kSlotBytes) + ")");
   }
-  in_slot_taken_ = m.seq;
+  slot_taken_ = m.seq;
   return m;
 }
 

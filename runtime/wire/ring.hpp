@@ -14,14 +14,15 @@
 // spins, then sleeps on a futex in the ring, waking every kRingLivenessCheck to see whether the
 // reader's process still exists (its socket end is closed when it dies).
 //
-// Beside the rings, each direction has an express slot (post/take_slot): one message at a
-// time, written in place and published by a sequence number that shares its cache line with
-// the first bytes. A small message then crosses between cores in one cache-line transfer,
-// where a ring frame takes two (its bytes, then the tail). It carries a same-host
-// remotecall_fetch and its answer: the master posts a call only once the last one is
-// answered, so a slot is never written while its reader still reads it. Its reader is woken
-// through the same doorbell, by its own asleep flag (slot_asleep), which only a reader about
-// to sleep sets: the master's I/O thread, asleep for the rings, never takes slot messages.
+// Beside the rings is an express slot (post/take_slot): one message at a time, either way,
+// written in place and published by one word that shares its cache line with the first
+// bytes. A small message then crosses between cores as one cache line, where a ring frame
+// takes two (its bytes, then the tail). It carries a same-host remotecall_fetch and its
+// answer, which take turns in it: the master posts a call only once the last one is
+// answered, and the worker answers only what it has taken, so the slot is never written by
+// both sides at once. Its reader is woken through the same doorbell, by its own asleep flag
+// (slot_asleep), which only a reader about to sleep sets: the master's I/O thread, asleep for
+// the rings, never takes slot messages.
 //
 // The socket stays open for what shared memory cannot carry: the end of the connection (a dead
 // peer's socket reads EOF, which wakes a sleeping reader) and the descriptor of each bulk frame
@@ -111,18 +112,20 @@ class RingLink {
   void drain_bell();
 
   // Express slot, writer. Room for a message's bytes; write them at slot(), then post(): the
-  // slot must be free (the peer has taken what was posted before, and answered it).
-  static constexpr size_t kSlotBytes = 1024 - 16;
-  unsigned char* slot() { return out_slot_data_; }
+  // slot must be this side's turn (the peer took the last message and answered it, or this
+  // side took the peer's). What the peer posted is overwritten: take it first.
+  static constexpr size_t kSlotBytes = 1024 - 8;  // the first 56 share the line of the word
+  static_assert(kSlotBytes < 65536, "a slot message's size is 16 bits");
+  unsigned char* slot() { return slot_data_; }
   // Publishes `bytes` written at slot() under `seq` (never 0, never the last one posted) with
-  // a tag for the reader, ringing the doorbell if the reader sleeps. Never blocks.
-  void post(uint64_t seq, uint32_t tag, size_t bytes);
-  // Express slot, reader. Whether a message not yet taken is in the incoming slot.
+  // a tag (15 bits) for the reader, ringing the doorbell if the reader sleeps. Never blocks.
+  void post(uint32_t seq, uint16_t tag, size_t bytes);
+  // Express slot, reader. Whether the slot holds a message from the peer not yet taken.
   bool slot_waiting() const;
   struct SlotMessage {
-    uint64_t seq;
-    uint32_t tag;
-    const unsigned char* data;  // valid until the peer posts again
+    uint32_t seq;
+    uint16_t tag;
+    const unsigned char* data;  // valid until either side posts again
     size_t bytes;
   };
   // Takes the waiting message (slot_waiting() was true). Throws: InvalidArgument if its size
@@ -149,10 +152,10 @@ class RingLink {
   unsigned char* in_data_ = nullptr;
   uint64_t out_head_seen_ = 0;  // writer: the reader's position when last loaded
   uint64_t in_head_ = 0;        // reader: bytes read (published to the header lazily)
-  Slot* out_slot_ = nullptr;
-  Slot* in_slot_ = nullptr;
-  unsigned char* out_slot_data_ = nullptr;
-  uint64_t in_slot_taken_ = 0;  // reader: the seq of the last message taken
+  Slot* slot_ = nullptr;
+  unsigned char* slot_data_ = nullptr;
+  uint64_t my_slot_mark_ = 0;  // the writer bit of the slot's word for this side's messages
+  uint32_t slot_taken_ = 0;    // reader: the seq of the last message taken
 };
 
 }  // namespace dj::wire
