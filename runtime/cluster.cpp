@@ -85,6 +85,7 @@ bool WorkerLink::cork(const wire::Message& message, const std::string& payload) 
   std::lock_guard lock(write_mu);
   bool first = corked.empty();
   wire::append_frame(corked, message, payload.data(), payload.size());
+  any_corked.store(true, std::memory_order_relaxed);
   return first;
 }
 
@@ -92,6 +93,7 @@ void WorkerLink::write_corked_locked() {
   if (corked.empty()) return;
   std::string out;
   out.swap(corked);
+  any_corked.store(false, std::memory_order_relaxed);
   wire::write_framed(outlet(), out);
 }
 

@@ -69,6 +69,9 @@ struct WorkerLink {
   bool direct = true;
   std::mutex write_mu;
   std::string corked;  // guarded by write_mu: frames appended by cork(), not yet written
+  // !corked.empty(), readable without write_mu (by the express path: a thread that corked
+  // sees its own store).
+  std::atomic<bool> any_corked{false};
   // Same-host link: large payloads go through shared memory (wire/bulk.hpp) both ways, and
   // every frame through the shared-memory rings (wire/ring.hpp) unless DJ_RING=0.
   bool bulk = false;

@@ -30,10 +30,12 @@ bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
 
 bool WorkerLink::try_post_express_call(uint32_t seq, const CallTarget& k,
                                        std::string_view args) {
-  {
+  if (any_corked.load(std::memory_order_relaxed)) {
+    // In order: what was corked goes first, if it can be written without a wait. (Frames
+    // other threads write meanwhile are not ordered before this call: no lock needed then.)
     std::unique_lock lock(write_mu, std::try_to_lock);
     if (!lock.owns_lock()) return false;
-    if (!corked.empty()) {  // In order: what was corked goes first, if it fits without a wait.
+    if (!corked.empty()) {
       if (!ring->has_room(corked.size())) return false;
       try {
         write_corked_locked();

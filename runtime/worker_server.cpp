@@ -263,14 +263,16 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
     return accept_call(ctx_, std::move(call), std::string(blob, blob_bytes));
   };
   const uint64_t generation = current_generation();
-  {
+  // Read false, running_ stays false until we set it (only the leader sets it, and the last
+  // runner clears it for good: the queue was empty and only the leader queues).
+  if (running_.load(std::memory_order_acquire)) {
     std::lock_guard q(queue_mu_);
     if (running_) {  // Behind the calls already waiting; reply() answers it in turn.
       queue_.push_back(pending());
       return false;
     }
-    running_ = true;
   }
+  running_.store(true);  // seq_cst: start_batch's reading of the timer flag comes after
   start_batch(reader);
   // The slot is not written again before this call is answered: the arguments are read in
   // place there, and the answer, which takes their place, is written once the kernel is done.

@@ -156,7 +156,9 @@ class WorkerServer {
 
   std::mutex queue_mu_;
   std::deque<PendingCall> queue_;  // guarded by queue_mu_
-  bool running_ = false;           // guarded by queue_mu_: a thread is running kernels
+  // A thread is running kernels. Written under queue_mu_, except that the leader, the only
+  // thread that sets it, may set it without the lock when it reads it false (serve_express).
+  std::atomic<bool> running_{false};
 
   std::mutex fetch_mu_;
   uint64_t next_fetch_ = 1;                                            // guarded by fetch_mu_
