@@ -32,10 +32,6 @@ struct SinkState {
   // length, the bytes, appended at append_at.
   std::string* append_to = nullptr;
   size_t append_at = 0;
-  // The express path: a result that fits goes here (fixed_used set).
-  unsigned char* fixed = nullptr;
-  size_t fixed_room = 0;
-  bool fixed_used = false;
   bool reserved = false;
   bool failed = false;
   std::string message;
@@ -52,11 +48,6 @@ unsigned char* sink_reserve(void* ctx, size_t bytes) {
     uint64_t n = bytes;
     std::memcpy(out.data() + s->append_at + 1, &n, 8);
     return reinterpret_cast<unsigned char*>(out.data() + s->append_at + 9);
-  }
-  if (s->fixed && bytes <= s->fixed_room) {
-    s->fixed_used = true;
-    s->lent_bytes = bytes;
-    return s->fixed;
   }
   if (s->lend && *s->lend && (s->lent = (*s->lend)(bytes))) {
     s->lent_bytes = bytes;
@@ -401,31 +392,60 @@ bool locate_values(const char* blob, size_t size, dj_arg* args, size_t& count) {
 
 uint64_t current_generation() noexcept { return g_interrupt_generation.load(); }
 
+// The in-place run's sink: what SinkState does for it, with nothing to construct but two
+// empty strings.
+struct InPlaceSink {
+  unsigned char* out;
+  size_t room;
+  size_t bytes = 0;
+  bool reserved = false;
+  bool failed = false;
+  std::string spill;    // a result larger than room
+  std::string message;  // the kernel's error
+};
+
+unsigned char* in_place_reserve(void* ctx, size_t bytes) {
+  auto* s = static_cast<InPlaceSink*>(ctx);
+  s->reserved = true;
+  s->bytes = bytes;
+  if (bytes <= s->room) return s->out;
+  s->spill.resize(bytes);
+  return reinterpret_cast<unsigned char*>(s->spill.data());
+}
+
+void in_place_fail(void* ctx, const char* message) {
+  auto* s = static_cast<InPlaceSink*>(ctx);
+  s->failed = true;
+  s->message = message ? message : "(no message)";
+}
+
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
-                  InPlaceOutcome& result) {
+                  size_t& bytes, std::optional<CallOutcome>& other) {
   dj_arg args[kMaxInPlaceArgs];
   size_t count = 0;
   if (!locate_values(blob, blob_bytes, args, count)) return false;
   g_running_generation.store(generation, std::memory_order_relaxed);
   if (is_interrupted()) {
-    result.outcome = cancelled(ctx, kernel.name);
+    other = cancelled(ctx, kernel.name);
     return true;
   }
-  SinkState state;
-  state.fixed = out;
-  state.fixed_room = room;
-  dj_sink sink{&state, &sink_reserve, &sink_fail};
+  InPlaceSink sink_state{out, room, 0, false, false, {}, {}};
+  dj_sink sink{&sink_state, &in_place_reserve, &in_place_fail};
   {
     ScopedSegmentTable segments(ctx.segments);
     kernel.invoke(args, count, &sink);
   }
-  if (state.fixed_used && !state.failed) {
-    result.in_place = true;
-    result.bytes = state.lent_bytes;
+  if (sink_state.reserved && !sink_state.failed && sink_state.bytes <= room) {
+    bytes = sink_state.bytes;
     return true;
   }
-  result.outcome = outcome_of(ctx, kernel.name, state);
+  SinkState state;  // the rare case, as the general path reports it
+  state.reserved = sink_state.reserved;
+  state.failed = sink_state.failed;
+  state.message = std::move(sink_state.message);
+  state.result = std::move(sink_state.spill);
+  other = outcome_of(ctx, kernel.name, state);
   return true;
 }
 

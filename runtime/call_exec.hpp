@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,20 +82,15 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 
 // The express path's run (a same-host remotecall_fetch through the ring's slot, on a worker
 // with nothing else running): `kernel`, already checked against the call's signature id, on
-// the argument blob read in place. A result of up to `room` bytes is written at `out`
-// (in_place, its size in `bytes`); a larger one, or the error, is in `outcome` as
-// execute_call would give it. Returns false, running nothing, when the blob holds a Future
-// argument, more than kMaxInPlaceArgs arguments, or is malformed: the caller then takes
-// accept_call and execute_call, which resolve and report those.
+// the argument blob read in place. Returns false, running nothing, when the blob holds a
+// Future argument, more than kMaxInPlaceArgs arguments, or is malformed: the caller then
+// takes accept_call and execute_call, which resolve and report those. Otherwise true: a
+// result of up to `room` bytes is written at `out` (`bytes` of it, `other` left empty);
+// a larger one, or the error, is in `other` as execute_call would give it.
 inline constexpr size_t kMaxInPlaceArgs = 8;
-struct InPlaceOutcome {
-  bool in_place = false;
-  size_t bytes = 0;
-  CallOutcome outcome;
-};
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
-                  InPlaceOutcome& result);
+                  size_t& bytes, std::optional<CallOutcome>& other);
 // The interrupt generation a call accepted now runs under (PendingCall::generation).
 uint64_t current_generation() noexcept;
 

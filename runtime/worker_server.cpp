@@ -276,31 +276,36 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
   start_batch(reader);
   // The slot is not written again before this call is answered: the arguments are read in
   // place there, and the answer, which takes their place, is written once the kernel is done.
-  InPlaceOutcome done;
   unsigned char value[wire::RingLink::kSlotBytes];
-  if (!run_in_place(ctx_, *kernel, generation, blob, blob_bytes, value, sizeof value, done)) {
+  size_t value_bytes = 0;
+  std::optional<CallOutcome> other;
+  if (!run_in_place(ctx_, *kernel, generation, blob, blob_bytes, value, sizeof value,
+                    value_bytes, other)) {
     PendingCall p = pending();  // a Future argument, or a malformed blob
     CallOutcome outcome = execute_call(ctx_, p);
     reply(p, std::move(outcome));
-  } else if (done.in_place) {
-    std::memcpy(ring.slot(), value, done.bytes);
-    post_express(m.seq, wire::CompactStatus::kOk, done.bytes);
+  } else if (!other) {
+    std::memcpy(ring.slot(), value, value_bytes);
+    post_express(m.seq, wire::CompactStatus::kOk, value_bytes);
   } else {
-    send(wire::Result{wire::express_request_id(m.seq), done.outcome.ok, done.outcome.error},
-         done.outcome.result);
+    send(wire::Result{wire::express_request_id(m.seq), other->ok, other->error}, other->result);
   }
+  finish_express();
+  return true;
+}
+
+void WorkerServer::finish_express() {
   std::optional<PendingCall> next;
   {
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
       running_ = false;
-      return true;
+      return;
     }
     next.emplace(std::move(queue_.front()));
     queue_.pop_front();
   }
   run_calls(std::move(*next));  // what the follower queued meanwhile
-  return true;
 }
 
 void WorkerServer::post_express(uint32_t seq, wire::CompactStatus status, size_t bytes) {

@@ -99,6 +99,8 @@ class WorkerServer {
   // serve_express's one-entry cache of registry_.find (held by the reader role).
   std::shared_ptr<const KernelEntry> express_kernel_;
   uint64_t express_kernel_id_ = 0, express_version_ = 0;
+  // After an express call ran: runs what was queued meanwhile, or marks the worker idle.
+  void finish_express();
   // Answers express call `seq` through the slot (`bytes` of value already written at its start).
   void post_express(uint32_t seq, wire::CompactStatus status, size_t bytes);
   void run_calls(PendingCall first);
