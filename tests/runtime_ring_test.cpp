@@ -1,7 +1,8 @@
 // Frames between the master and a same-host worker go through shared-memory rings
 // (runtime/wire/ring.hpp): frames of any size cross intact, sleeping readers and writers wake,
 // a dead peer is noticed, bad memory is refused, and through the public API a worker killed
-// mid-call fails only its own callers while the other workers' rings keep working.
+// mid-call fails only its own callers while the other workers' rings keep working. The
+// express slot beside the rings carries small remotecall_fetch calls and their answers.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -120,6 +121,46 @@ TEST_CASE("a reader asleep on an empty ring wakes for a frame, and for its peer'
   CHECK_FALSE(end.get());
 }
 
+TEST_CASE("the express slot carries one message at a time either way and wakes a reader asleep on it",
+          "[ring][wire][express]") {
+  RingPair link(64 * 1024);
+  wire::FrameReader worker_reader(link.worker_sock.get());
+  worker_reader.use_ring(link.worker);
+  CHECK_FALSE(link.worker->slot_waiting());
+  // A reader waiting for a frame or the slot sleeps past the spin, then wakes for a post.
+  auto woke = std::async(std::launch::async, [&] { return worker_reader.wait_frame_or_slot(); });
+  REQUIRE(woke.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  std::memcpy(link.master->slot(), "call!", 5);
+  link.master->post(1, 7, 5);
+  REQUIRE(woke.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(woke.get());
+  CHECK_FALSE(link.master->slot_waiting());  // its own message is not for it
+  auto call = link.worker->take_slot();
+  CHECK(call.seq == 1);
+  CHECK(call.tag == 7);
+  CHECK(std::string(reinterpret_cast<const char*>(call.data), call.bytes) == "call!");
+  CHECK_FALSE(link.worker->slot_waiting());  // taken
+  // The answer takes the call's place.
+  std::memcpy(link.worker->slot(), "answer", 6);
+  link.worker->post(1, 0, 6);
+  REQUIRE(link.master->slot_waiting());
+  auto answer = link.master->take_slot();
+  CHECK(answer.tag == 0);
+  CHECK(std::string(reinterpret_cast<const char*>(answer.data), answer.bytes) == "answer");
+  // Frames written before a post are read before it.
+  wire::write_frame(wire::Outlet(link.master_sock.get(), link.master.get()), wire::Ping{5});
+  link.master->post(2, 7, 0);
+  REQUIRE_FALSE(worker_reader.wait_frame_or_slot());
+  auto frame = worker_reader.next();
+  REQUIRE(frame);
+  CHECK(std::get<wire::Ping>(frame->message).seq == 5);
+  CHECK(worker_reader.wait_frame_or_slot());
+  CHECK(link.worker->take_slot().seq == 2);
+  // A size beyond the slot is refused, never followed.
+  link.master->post(3, 7, wire::RingLink::kSlotBytes + 1);
+  CHECK_THROWS_WITH(link.worker->take_slot(), Contains("corrupt express slot"));
+}
+
 TEST_CASE("a writer waiting for room in a full ring fails with Disconnected once the reader is gone",
           "[ring][wire][errors]") {
   RingPair link(4096);
@@ -235,6 +276,56 @@ TEST_CASE("a worker killed mid-call fails its callers and leaves the other worke
   for (int i = 0; i < 2000; ++i) burst.push_back(remotecall(add, pids[1 + i % 2], 1.0, i));
   for (int i = 0; i < 2000; ++i) REQUIRE(fetch(burst[static_cast<size_t>(i)]) == 1.0 + i);
   CHECK(workers() == std::vector<int>{pids[1], pids[2]});
+}
+
+TEST_CASE("express calls give errors, large results, Future arguments and queued calls the full "
+          "path's answers, in order", "[ring][express]") {
+  std::vector<int> pids = addprocs(1);
+  const int p = pids[0];
+  Plugin plugin = everywhere(test::plugin("test_kernels"));
+  auto fail_on_three = plugin.kernel<int64_t(int64_t)>("fail_on_three");
+  auto big_vector = plugin.kernel<std::vector<double>(int64_t, double)>("big_vector");
+  auto add = plugin.kernel<double(double, double)>("add");
+  auto add_int = plugin.kernel<int32_t(int32_t, int32_t)>("add_int");
+  auto bump = plugin.kernel<void(int64_t)>("bump");
+  auto read_counter = plugin.kernel<int64_t()>("read_counter");
+  auto sleep_ms = plugin.kernel<int32_t(int32_t)>("sleep_ms");
+
+  CHECK(remotecall_fetch(fail_on_three, p, int64_t{2}) == 2);
+  CHECK_THROWS_WITH(remotecall_fetch(fail_on_three, p, int64_t{3}),
+                    Contains("'fail_on_three'") && Contains("three is not allowed"));
+  // Results that fit the slot, that do not (ring), and that take shared memory (bulk).
+  for (int64_t n : {int64_t{100}, int64_t{200}, int64_t{1} << 20}) {
+    std::vector<double> v = remotecall_fetch(big_vector, p, n, 1.5);
+    REQUIRE(v.size() == static_cast<size_t>(n));
+    CHECK(v.front() == 1.5);
+    CHECK(v.back() == 1.5);
+  }
+  // A Future argument is resolved where it lives.
+  Future<double> three = remotecall(add, p, 1.0, 2.0);
+  CHECK(remotecall_fetch(add, p, three, 10.0) == 13.0);
+  // What was sent before (remote_do, remotecall) runs before the express call.
+  for (int i = 0; i < 3; ++i) remote_do(bump, p, int64_t{5});
+  CHECK(remotecall_fetch(read_counter, p) == 15);
+  auto start = std::chrono::steady_clock::now();
+  Future<int32_t> slow = remotecall(sleep_ms, p, 200);
+  CHECK(remotecall_fetch(add_int, p, 2, 3) == 5);  // queued behind the running kernel
+  CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(150));
+  CHECK(isready(slow));
+  CHECK(fetch(slow) == 200);
+  // Threads calling one worker at once: one takes the slot, the others the full path.
+  std::vector<std::future<bool>> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.push_back(std::async(std::launch::async, [&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        if (remotecall_fetch(add, p, static_cast<double>(t), static_cast<double>(i)) != t + i) {
+          return false;
+        }
+      }
+      return true;
+    }));
+  }
+  for (auto& t : threads) CHECK(t.get());
 }
 
 TEST_CASE("a worker stops spinning on its ring once idle and then uses no CPU", "[ring]") {
