@@ -57,8 +57,10 @@ unsigned char* sink_reserve(void* ctx, size_t bytes) {
   return reinterpret_cast<unsigned char*>(s->result.data());
 }
 
+// Records a kernel's error in its sink's state (a SinkState, or run_in_place's InPlaceSink).
+template <class State>
 void sink_fail(void* ctx, const char* message) {
-  auto* s = static_cast<SinkState*>(ctx);
+  auto* s = static_cast<State*>(ctx);
   s->failed = true;
   s->message = message ? message : "(no message)";
 }
@@ -150,7 +152,7 @@ SinkState invoke(const ExecContext& ctx, const KernelEntry& kernel,
                  const std::function<unsigned char*(size_t)>* lend = nullptr) {
   SinkState state;
   state.lend = lend;
-  dj_sink sink{&state, &sink_reserve, &sink_fail};
+  dj_sink sink{&state, &sink_reserve, &sink_fail<SinkState>};
   ScopedSegmentTable segments(ctx.segments);
   kernel.invoke(args.data(), args.size(), &sink);
   return state;
@@ -173,7 +175,7 @@ bool run_batch_element_in_place(const ExecContext& ctx, const PendingCall& p,
   dj_arg arg{reinterpret_cast<const unsigned char*>(element.data()) + 13, length};
   SinkState state;
   state.append_to = &out;
-  dj_sink sink{&state, &sink_reserve, &sink_fail};
+  dj_sink sink{&state, &sink_reserve, &sink_fail<SinkState>};
   {
     ScopedSegmentTable segments(ctx.segments);
     p.kernel->invoke(&arg, 1, &sink);
@@ -413,12 +415,6 @@ unsigned char* in_place_reserve(void* ctx, size_t bytes) {
   return reinterpret_cast<unsigned char*>(s->spill.data());
 }
 
-void in_place_fail(void* ctx, const char* message) {
-  auto* s = static_cast<InPlaceSink*>(ctx);
-  s->failed = true;
-  s->message = message ? message : "(no message)";
-}
-
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
                   size_t& bytes, std::optional<CallOutcome>& other) {
@@ -431,7 +427,7 @@ bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t ge
     return true;
   }
   InPlaceSink sink_state{out, room, 0, false, false, {}, {}};
-  dj_sink sink{&sink_state, &in_place_reserve, &in_place_fail};
+  dj_sink sink{&sink_state, &in_place_reserve, &sink_fail<InPlaceSink>};
   {
     ScopedSegmentTable segments(ctx.segments);
     kernel.invoke(args, count, &sink);

@@ -1,7 +1,8 @@
 // remotecall_fetch to a same-host worker without a hand-off or a Cap'n Proto header: the
-// calling thread writes a compact call into the worker's ring and reads the ring itself until
-// the answer is in (wire/compact.hpp). Frames that arrive meanwhile for other requests are
-// handled as the I/O thread would handle them.
+// calling thread posts an express call into the ring's slot (arguments up to the slot's size)
+// or writes a compact call into the ring, and reads the slot and the ring itself until the
+// answer is in (wire/compact.hpp). Frames that arrive meanwhile for other requests are handled
+// as the I/O thread would handle them.
 #include "cluster.hpp"
 
 #include <cstring>
