@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <future>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "cluster.hpp"
 #include "dj/dj.hpp"
@@ -249,6 +251,28 @@ TEST_CASE("interrupt cancels a cooperating kernel and its worker takes new work"
     FAIL("queued call survived interrupt");
   } catch (const Error& e) {
     CHECK(e.kind() == ErrorKind::Cancelled);
+  }
+  CHECK(workers() == std::vector<int>{2});  // the same worker survived
+  CHECK(remotecall_fetch(k.sleep_ms, 2, 1) == 1);
+}
+
+TEST_CASE("interrupt cancels a remotecall_fetch waiting on a same-host worker", "[interrupt][express]") {
+  addprocs(1);
+  Kernels k;
+  // A small remotecall_fetch to a same-host worker goes through the express slot; the caller
+  // waits on it while the kernel runs.
+  auto call = std::async(std::launch::async,
+                         [&] { return remotecall_fetch(k.work_until_interrupted, 2, 60000); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  REQUIRE(call.wait_for(std::chrono::milliseconds(0)) == std::future_status::timeout);
+  interrupt({2});
+  REQUIRE(call.wait_for(std::chrono::seconds(20)) == std::future_status::ready);
+  try {
+    call.get();
+    FAIL("interrupted call succeeded");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Cancelled);
+    CHECK_THAT(e.what(), Contains("interrupted"));
   }
   CHECK(workers() == std::vector<int>{2});  // the same worker survived
   CHECK(remotecall_fetch(k.sleep_ms, 2, 1) == 1);
