@@ -250,7 +250,7 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
   // the cache, and no other express call comes before this one is answered.
   const KernelEntry* kernel = express_kernel_.get();
   if (!kernel || kernel->signature_id != signature_id) {
-    post_express(m.seq, wire::CompactStatus::kResendInFull, 0);
+    post_express(m.seq, wire::CompactStatus::kResendInFull, nullptr, 0);
     return false;
   }
   auto pending = [&] {
@@ -285,8 +285,7 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
     CallOutcome outcome = execute_call(ctx_, p);
     reply(p, std::move(outcome));
   } else if (!other) {
-    std::memcpy(ring.slot(), value, value_bytes);
-    post_express(m.seq, wire::CompactStatus::kOk, value_bytes);
+    post_express(m.seq, wire::CompactStatus::kOk, value, value_bytes);
   } else {
     send(wire::Result{wire::express_request_id(m.seq), other->ok, other->error}, other->result);
   }
@@ -308,8 +307,10 @@ void WorkerServer::finish_express() {
   run_calls(std::move(*next));  // what the follower queued meanwhile
 }
 
-void WorkerServer::post_express(uint32_t seq, wire::CompactStatus status, size_t bytes) {
+void WorkerServer::post_express(uint32_t seq, wire::CompactStatus status, const void* value,
+                                size_t bytes) {
   // One express call is answered at a time (the master waits for it), so the slot needs no lock.
+  if (bytes) std::memcpy(reader_ring_->slot(), value, bytes);
   reader_ring_->post(seq, static_cast<uint16_t>(status), bytes);
 }
 
@@ -349,9 +350,8 @@ void WorkerServer::reply(PendingCall& p, CallOutcome outcome) {
         }
       } else if (call.express && outcome.ok &&
                  outcome.result.size() <= wire::RingLink::kSlotBytes) {
-        std::memcpy(reader_ring_->slot(), outcome.result.data(), outcome.result.size());
         post_express(static_cast<uint32_t>(call.request_id), wire::CompactStatus::kOk,
-                     outcome.result.size());
+                     outcome.result.data(), outcome.result.size());
       } else if (call.compact && !call.express && outcome.ok &&
                  outcome.result.size() <= wire::kCompactResultMaxBytes) {
         send_compact(call.request_id, wire::CompactStatus::kOk, outcome.result);

@@ -101,8 +101,9 @@ class WorkerServer {
   uint64_t express_kernel_id_ = 0, express_version_ = 0;
   // After an express call ran: runs what was queued meanwhile, or marks the worker idle.
   void finish_express();
-  // Answers express call `seq` through the slot (`bytes` of value already written at its start).
-  void post_express(uint32_t seq, wire::CompactStatus status, size_t bytes);
+  // Answers express call `seq` through the slot, with `bytes` of value (at most kSlotBytes,
+  // not in the slot itself) copied in.
+  void post_express(uint32_t seq, wire::CompactStatus status, const void* value, size_t bytes);
   void run_calls(PendingCall first);
   void reply(PendingCall& call, CallOutcome outcome);
   void send(const wire::Message& message, const std::string& payload = {});
