@@ -1,7 +1,8 @@
 // Same-host transport benchmarks (issue "Same-host shared memory"), 1 local worker, each figure
 // beside a floor from the same run:
 //   1. round trip of remotecall_fetch(add, 3, 3) vs two processes ping-ponging a flag in shared
-//      memory (spinning: the fastest any same-host transport can be; target <= 4x)
+//      memory (spinning: the fastest any same-host transport can be; target <= 4x), for each
+//      placement of the two processes by the VM seen during the run
 //   2. an array of 64 MiB and of 256 MiB to a worker and back vs memcpy of the same size (target
 //      >= 0.5x memcpy bandwidth: 2 x size moved in the time of 2 memcpys), as std::vector each way
 //      (a fresh vector on each side) and as dj::ArrayView each way (read in place)
@@ -79,19 +80,58 @@ int main(int argc, char** argv) {
   dj::Plugin notebook = dj::everywhere(lib_dir() + "/libnotebook_kernels.so");
   auto add = notebook.kernel<double(double, double)>("add");
 
-  // 1. Round trip.
-  std::vector<double> floor, dj_rt;
+  // 1. Round trip. This VM places the two processes either on nearby cores (flag floor about
+  // 0.07 us) or on distant ones (about 0.45 us), and moves them between the two over minutes.
+  // So each dj measurement is taken between two floor measurements, a trio whose floors differ
+  // in placement (it straddled a move) is dropped, and the ratio is reported for each
+  // placement seen (told apart by the floor: below 0.2 us is near): the target is met only if
+  // it is met in each.
+  struct Trio {
+    double floor, dj;
+  };
+  std::vector<Trio> near, far;
+  int dropped = 0;
+  shm_flag_round_trip(rounds);  // warm-up, as for dj below
+  for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, w, 3.0, 3.0);
+  double floor_before = shm_flag_round_trip(rounds);
   for (int r = 0; r < runs; ++r) {
-    floor.push_back(shm_flag_round_trip(rounds));
     auto t0 = Clock::now();
     for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, w, 3.0, 3.0);
-    dj_rt.push_back(seconds_since(t0) / rounds);
+    const double dj_rt = seconds_since(t0) / rounds;
+    const double after = shm_flag_round_trip(rounds);
+    constexpr double kNear = 0.2e-6;
+    if ((floor_before < kNear) != (after < kNear)) {
+      ++dropped;
+    } else {
+      const double floor = (floor_before + after) / 2;
+      (floor < kNear ? near : far).push_back({floor, dj_rt});
+    }
+    floor_before = after;
   }
-  result("shm round trip", "shared-memory flag ping-pong (floor)", "latency", median(floor) * 1e6, "us");
-  result("shm round trip", "dj remotecall_fetch(add) same host", "latency", median(dj_rt) * 1e6, "us");
-  double ratio = median(dj_rt) / median(floor);
-  result("shm round trip", "dj remotecall_fetch(add) same host", "ratio to floor", ratio, "x");
-  std::printf("target <= 4x: %s\n", ratio <= 4 ? "met" : "NOT met");
+  bool rt_met = !near.empty() || !far.empty();
+  for (const auto* trios : {&near, &far}) {
+    if (trios->empty()) continue;
+    const std::string placement = trios == &near ? "near placement" : "far placement";
+    const std::string where = " [" + placement + "]";
+    std::vector<double> floors, rts, ratios;
+    for (const Trio& t : *trios) {
+      floors.push_back(t.floor);
+      rts.push_back(t.dj);
+      ratios.push_back(t.dj / t.floor);
+    }
+    const double ratio = median(ratios);
+    rt_met = rt_met && ratio <= 4;
+    result("shm round trip", "shared-memory flag ping-pong (floor)" + where, "latency",
+           median(floors) * 1e6, "us");
+    result("shm round trip", "dj remotecall_fetch(add) same host" + where, "latency",
+           median(rts) * 1e6, "us");
+    result("shm round trip", "dj remotecall_fetch(add) same host" + where, "ratio to floor", ratio,
+           "x");
+    std::printf("%s: %zu of %d measurements, %.2fx the floor\n", placement.c_str(),
+                trios->size(), runs, ratio);
+  }
+  if (dropped) std::printf("dropped %d of %d measurements: the placement moved\n", dropped, runs);
+  std::printf("target <= 4x in each placement seen: %s\n", rt_met ? "met" : "NOT met");
 
   // 2. Arrays there and back.
   for (size_t mib : {64, 256}) {
