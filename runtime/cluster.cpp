@@ -589,6 +589,7 @@ void Cluster::shutdown() noexcept {
   {
     std::lock_guard lock(mu_);
     doomed.swap(links_);
+    for (auto& [pid, link] : doomed) link->unlisted = true;
   }
 }
 

@@ -87,6 +87,8 @@ struct WorkerLink {
     return in_flight.load() + (express_out.load(std::memory_order_relaxed) ? 1 : 0);
   }
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
+  // No longer in Cluster::links_ (retired, or the cluster shut down): set under Cluster::mu_.
+  std::atomic<bool> unlisted{false};
   bool is_local = false;              // started by LocalManager: interrupt() may replace it
   // Held by whichever thread reads `socket`: the I/O thread, or a user thread that borrowed the
   // connection to wait for its own reply without a hand-off (Cluster::await).
@@ -165,6 +167,9 @@ class Cluster {
   // or compact call, answered on this thread (master_direct.cpp). nullopt when that does not
   // apply (the full path then sends the call). Throws: the call's error.
   std::optional<ser::Bytes> call_direct(int pid, const CallTarget& k, std::string_view args);
+  // The listed link to pid, or null: from this thread's small cache of weak references when it
+  // holds pid's link and that is still listed (no lock of mu_, no lookup), else from links_.
+  std::shared_ptr<WorkerLink> direct_link(int pid);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or

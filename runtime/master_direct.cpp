@@ -101,17 +101,36 @@ Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>&
   return how;
 }
 
-std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
-                                               std::string_view args) {
-  if (k.chunk_op != 0) return std::nullopt;
+std::shared_ptr<WorkerLink> Cluster::direct_link(int pid) {
+  // Weak references: a removed worker's link (its process, its connection) is never kept
+  // alive by a thread that called it once.
+  struct Cached {
+    int pid = 0;
+    std::weak_ptr<WorkerLink> link;
+  };
+  thread_local Cached cache[8];
+  Cached& slot = cache[static_cast<unsigned>(pid) % 8];
+  if (slot.pid == pid) {
+    auto link = slot.link.lock();
+    if (link && !link->unlisted.load(std::memory_order_acquire)) return link;
+  }
   std::shared_ptr<WorkerLink> link;
   {
     std::lock_guard lock(mu_);
     auto it = links_.find(pid);
-    if (it == links_.end()) return std::nullopt;  // The full path says why.
+    if (it == links_.end()) return nullptr;
     link = it->second;
   }
-  if (!link->ring) return std::nullopt;
+  slot.pid = pid;
+  slot.link = link;
+  return link;
+}
+
+std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
+                                               std::string_view args) {
+  if (k.chunk_op != 0) return std::nullopt;
+  std::shared_ptr<WorkerLink> link = direct_link(pid);
+  if (!link || !link->ring) return std::nullopt;  // The full path says why.
   std::unique_lock reader(link->read_mu, std::try_to_lock);
   if (!reader.owns_lock()) return std::nullopt;  // Another thread reads it: wait for a Reply.
 

@@ -545,6 +545,7 @@ void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string&
     auto it = links_.find(link->pid);
     if (it == links_.end() || it->second != link) return;  // Already retired.
     links_.erase(it);
+    link->unlisted = true;
     gone_[link->pid] = who + " " + reason;
     replies.swap(link->replies);
     refs.swap(link->refs);
