@@ -7,6 +7,8 @@
 //      >= 0.5x memcpy bandwidth: 2 x size moved in the time of 2 memcpys), as std::vector each way
 //      (a fresh vector on each side) and as dj::ArrayView each way (read in place)
 //   3. CPU used by idle workers over 1 s (target 0 %)
+// When CMake found an MPI, OpenMPI's round trip of the same add (bench/mpi_pingpong.c, shared
+// memory: pml ob1, btl vader) is measured beside dj's in each placement too.
 // Usage: bench_shm [--quick]
 #include <signal.h>
 #include <sys/mman.h>
@@ -52,6 +54,71 @@ double shm_flag_round_trip(int rounds) {
   return s;
 }
 
+#ifdef DJ_MPIEXEC
+// OpenMPI's seconds per round trip over `rounds`, or a negative number if it could not run
+// (said once on stderr).
+double mpi_round_trip(int rounds) {
+  static bool failed = false;
+  if (failed) return -1;
+  std::string cmd = std::string(DJ_MPIEXEC) + (::geteuid() == 0 ? " --allow-run-as-root" : "") +
+                    " -np 2 --mca pml ob1 --mca btl self,vader " + lib_dir() +
+                    "/../bin/bench_mpi_pingpong " + std::to_string(rounds) + " 2>/dev/null";
+  double seconds = -1;
+  if (FILE* out = ::popen(cmd.c_str(), "r")) {
+    if (std::fscanf(out, "%lf", &seconds) != 1) seconds = -1;
+    if (::pclose(out) != 0) seconds = -1;
+  }
+  if (seconds <= 0) {
+    failed = true;
+    std::fprintf(stderr, "bench_shm: OpenMPI's round trip could not be measured (%s)\n",
+                 cmd.c_str());
+  }
+  return seconds;
+}
+#else
+double mpi_round_trip(int) { return -1; }
+#endif
+
+// A measurement beside the flag floor: the floor is measured before and after it, and the pair
+// kept when both floors show the same placement (their mean is its floor).
+struct Beside {
+  double floor, value;
+};
+struct Placements {
+  std::vector<Beside> near, far;
+  int dropped = 0;
+};
+template <class Measure>
+Placements between_floors(int runs, int rounds, Measure measure) {
+  constexpr double kNear = 0.2e-6;  // floors below are the near placement
+  Placements out;
+  double before = shm_flag_round_trip(rounds);
+  for (int r = 0; r < runs; ++r) {
+    const double value = measure();
+    const double after = shm_flag_round_trip(rounds);
+    if (value <= 0 || (before < kNear) != (after < kNear)) {
+      ++out.dropped;
+    } else {
+      const double floor = (before + after) / 2;
+      (floor < kNear ? out.near : out.far).push_back({floor, value});
+    }
+    before = after;
+  }
+  return out;
+}
+struct Summary {
+  double floor, value, ratio;  // medians
+};
+Summary summarise(const std::vector<Beside>& pairs) {
+  std::vector<double> floors, values, ratios;
+  for (const Beside& p : pairs) {
+    floors.push_back(p.floor);
+    values.push_back(p.value);
+    ratios.push_back(p.value / p.floor);
+  }
+  return {median(floors), median(values), median(ratios)};
+}
+
 double cpu_seconds(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
@@ -82,55 +149,52 @@ int main(int argc, char** argv) {
 
   // 1. Round trip. This VM places the two processes either on nearby cores (flag floor about
   // 0.07 us) or on distant ones (about 0.45 us), and moves them between the two over minutes.
-  // So each dj measurement is taken between two floor measurements, a trio whose floors differ
-  // in placement (it straddled a move) is dropped, and the ratio is reported for each
-  // placement seen (told apart by the floor: below 0.2 us is near): the target is met only if
-  // it is met in each.
-  struct Trio {
-    double floor, dj;
-  };
-  std::vector<Trio> near, far;
-  int dropped = 0;
+  // So each measurement is taken between two floor measurements, one whose floors differ in
+  // placement (it straddled a move) is dropped, and the ratio is reported for each placement
+  // seen (told apart by the floor: below 0.2 us is near): the target is met only if it is met in
+  // each. OpenMPI is measured after dj, not between its calls: a burst of other processes makes
+  // the scheduler move dj's worker for a few milliseconds after.
   shm_flag_round_trip(rounds);  // warm-up, as for dj below
   for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, w, 3.0, 3.0);
-  double floor_before = shm_flag_round_trip(rounds);
-  for (int r = 0; r < runs; ++r) {
+  const Placements dj_rt = between_floors(runs, rounds, [&] {
     auto t0 = Clock::now();
     for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, w, 3.0, 3.0);
-    const double dj_rt = seconds_since(t0) / rounds;
-    const double after = shm_flag_round_trip(rounds);
-    constexpr double kNear = 0.2e-6;
-    if ((floor_before < kNear) != (after < kNear)) {
-      ++dropped;
-    } else {
-      const double floor = (floor_before + after) / 2;
-      (floor < kNear ? near : far).push_back({floor, dj_rt});
-    }
-    floor_before = after;
+    return seconds_since(t0) / rounds;
+  });
+  Placements mpi_rt;
+  if (mpi_round_trip(rounds) > 0) {
+    mpi_rt = between_floors(runs, rounds, [&] { return mpi_round_trip(rounds * 10); });
   }
-  bool rt_met = !near.empty() || !far.empty();
-  for (const auto* trios : {&near, &far}) {
-    if (trios->empty()) continue;
-    const std::string placement = trios == &near ? "near placement" : "far placement";
+  bool rt_met = !dj_rt.near.empty() || !dj_rt.far.empty();
+  for (bool is_near : {true, false}) {
+    const auto& mine = is_near ? dj_rt.near : dj_rt.far;
+    if (mine.empty()) continue;
+    const std::string placement = is_near ? "near placement" : "far placement";
     const std::string where = " [" + placement + "]";
-    std::vector<double> floors, rts, ratios;
-    for (const Trio& t : *trios) {
-      floors.push_back(t.floor);
-      rts.push_back(t.dj);
-      ratios.push_back(t.dj / t.floor);
-    }
-    const double ratio = median(ratios);
-    rt_met = rt_met && ratio <= 4;
+    const Summary dj = summarise(mine);
+    rt_met = rt_met && dj.ratio <= 4;
     result("shm round trip", "shared-memory flag ping-pong (floor)" + where, "latency",
-           median(floors) * 1e6, "us");
+           dj.floor * 1e6, "us");
     result("shm round trip", "dj remotecall_fetch(add) same host" + where, "latency",
-           median(rts) * 1e6, "us");
-    result("shm round trip", "dj remotecall_fetch(add) same host" + where, "ratio to floor", ratio,
-           "x");
-    std::printf("%s: %zu of %d measurements, %.2fx the floor\n", placement.c_str(),
-                trios->size(), runs, ratio);
+           dj.value * 1e6, "us");
+    result("shm round trip", "dj remotecall_fetch(add) same host" + where, "ratio to floor",
+           dj.ratio, "x");
+    std::printf("%s: %zu of %d measurements, %.2fx the floor\n", placement.c_str(), mine.size(),
+                runs, dj.ratio);
+    const auto& theirs = is_near ? mpi_rt.near : mpi_rt.far;
+    if (!theirs.empty()) {
+      const Summary mpi = summarise(theirs);
+      result("shm round trip", "OpenMPI send/recv same host" + where, "latency", mpi.value * 1e6,
+             "us");
+      result("shm round trip", "OpenMPI send/recv same host" + where, "ratio to floor",
+             mpi.ratio, "x");
+      result("shm round trip", "dj remotecall_fetch(add) same host" + where, "ratio to OpenMPI",
+             dj.ratio / mpi.ratio, "x");
+    }
   }
-  if (dropped) std::printf("dropped %d of %d measurements: the placement moved\n", dropped, runs);
+  if (dj_rt.dropped) {
+    std::printf("dropped %d of %d measurements: the placement moved\n", dj_rt.dropped, runs);
+  }
   std::printf("target <= 4x in each placement seen: %s\n", rt_met ? "met" : "NOT met");
 
   // 2. Arrays there and back.
