@@ -108,7 +108,8 @@ std::shared_ptr<WorkerLink> Cluster::direct_link(int pid) {
     int pid = 0;
     std::weak_ptr<WorkerLink> link;
   };
-  thread_local Cached cache[8];
+  // Initial-exec, as t_segments in shared_arrays.cpp.
+  __attribute__((tls_model("initial-exec"))) thread_local Cached cache[8];
   Cached& slot = cache[static_cast<unsigned>(pid) % 8];
   if (slot.pid == pid) {
     auto link = slot.link.lock();

@@ -22,7 +22,9 @@ IndexRange split_range(size_t length, size_t parts, size_t index) {
 namespace detail {
 namespace {
 
-thread_local SegmentTable* t_segments = nullptr;  // see ScopedSegmentTable
+// Initial-exec: libdj is loaded with the program (never dlopen'ed), so its thread-locals sit in
+// the static TLS block and are reached without a __tls_get_addr call (set around every kernel).
+__attribute__((tls_model("initial-exec"))) thread_local SegmentTable* t_segments = nullptr;
 
 std::string shape_text(const std::vector<size_t>& dims) {
   std::string s;
