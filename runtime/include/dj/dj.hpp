@@ -418,14 +418,15 @@ size_t encode_small_args(unsigned char* out, const Args&... args) {
 // Blocks: until the result arrives. Throws: the call's error.
 template <class R, class... A, class... Args>
 R remotecall_fetch(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  ser::Bytes bytes;
-  if constexpr (detail::kSmallArgs<A...> && (std::is_arithmetic_v<Args> && ...)) {
-    unsigned char blob[4 + sizeof...(A) * (9 + 8)];
-    const size_t size = detail::encode_small_args<A...>(blob, args...);
-    bytes = detail::call_fetch_small(pid, k.target(), blob, size);
-  } else {
-    bytes = detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
-  }
+  const ser::Bytes bytes = [&] {  // initialised in place, not assigned
+    if constexpr (detail::kSmallArgs<A...> && (std::is_arithmetic_v<Args> && ...)) {
+      unsigned char blob[4 + sizeof...(A) * (9 + 8)];
+      const size_t size = detail::encode_small_args<A...>(blob, args...);
+      return detail::call_fetch_small(pid, k.target(), blob, size);
+    } else {
+      return detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
+    }
+  }();
   if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
 }
 

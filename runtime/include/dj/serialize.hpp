@@ -321,7 +321,8 @@ T from_bytes(const std::string& s) {
 class Bytes {
  public:
   Bytes() = default;
-  explicit Bytes(std::string s) : owned_(std::move(s)) {}
+  explicit Bytes(std::string&& s) : owned_(std::move(s)) {}
+  explicit Bytes(const std::string& s) : owned_(s) {}
   Bytes(const unsigned char* data, size_t size, std::shared_ptr<const void> lease)
       : lent_(data), lent_size_(size), lease_(std::move(lease)) {}
   const unsigned char* data() const {
