@@ -328,6 +328,35 @@ TEST_CASE("express calls give errors, large results, Future arguments and queued
   for (auto& t : threads) CHECK(t.get());
 }
 
+TEST_CASE("a worker this thread called is neither kept alive nor called again once it is "
+          "removed or dead", "[ring][express][errors]") {
+  std::vector<int> pids = addprocs(2);
+  Plugin plugin = everywhere(test::plugin("test_kernels"));
+  auto add = plugin.kernel<double(double, double)>("add");
+  for (int p : pids) REQUIRE(remotecall_fetch(add, p, 1.0, 2.0) == 3.0);  // both links cached
+  const int rings = test::memfds_mapped(::getpid(), "dj-ring");
+  rmprocs(pids[0]);
+  // The removed worker's rings are unmapped: this thread's cache of links holds no reference
+  // that keeps its link (connection, rings, process handle) alive.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (test::memfds_mapped(::getpid(), "dj-ring") >= rings &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(test::memfds_mapped(::getpid(), "dj-ring") < rings);
+  const std::string removed = std::to_string(pids[0]);
+  CHECK_THROWS_WITH(remotecall_fetch(add, pids[0], 1.0, 2.0),
+                    Contains("worker " + removed + " is gone") && Contains("removed by rmprocs"));
+  // A worker that died: its callers are told so, whether or not its death was noticed yet.
+  const std::string dead = std::to_string(pids[1]);
+  REQUIRE(::kill(static_cast<pid_t>(worker_info(pids[1]).os_pid), SIGKILL) == 0);
+  for (int i = 0; i < 2; ++i) {
+    CHECK_THROWS_WITH(remotecall_fetch(add, pids[1], 1.0, 2.0),
+                      Contains("worker " + dead + " (os pid") && Contains("killed by signal 9"));
+  }
+  CHECK(workers() == std::vector<int>{1});
+}
+
 TEST_CASE("a worker stops spinning on its ring once idle and then uses no CPU", "[ring]") {
   std::vector<int> pids = addprocs(1);
   auto add = everywhere(test::plugin("test_kernels")).kernel<double(double, double)>("add");
