@@ -166,7 +166,9 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
       !some_link_disarmed_.exchange(true)) {
     wake();  // The I/O thread starts its re-arm tick.
   }
-  if (how == ExpressAnswer::kValue) return std::optional<ser::Bytes>(std::in_place, std::move(value));
+  if (how == ExpressAnswer::kValue) {
+    return std::optional<ser::Bytes>(std::in_place, std::move(value));  // moved once, in place
+  }
   if (how == ExpressAnswer::kResend) return std::nullopt;
   if (!answer) {
     // Retired while we waited: report it as the full path's waiters hear it.

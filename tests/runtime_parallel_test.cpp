@@ -256,7 +256,8 @@ TEST_CASE("interrupt cancels a cooperating kernel and its worker takes new work"
   CHECK(remotecall_fetch(k.sleep_ms, 2, 1) == 1);
 }
 
-TEST_CASE("interrupt cancels a remotecall_fetch waiting on a same-host worker", "[interrupt][express]") {
+TEST_CASE("interrupt cancels a remotecall_fetch waiting on a same-host worker",
+          "[interrupt][express]") {
   addprocs(1);
   Kernels k;
   // A small remotecall_fetch to a same-host worker goes through the express slot; the caller
