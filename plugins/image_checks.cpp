@@ -76,7 +76,8 @@ std::vector<KernelEntry> read_descriptor(const std::string& name, const dj_plugi
       throw image_error(name, "kernel names '" + entries[it->second].name + "' and '" +
                                   k.name + "' collide (listed twice?)");
     }
-    entries.push_back(KernelEntry{k.name, k.signature, fnv1a64(k.signature), name, k.invoke});
+    entries.push_back(
+        KernelEntry{k.name, k.signature, fnv1a64(k.signature), name, k.invoke, k.invoke_numbers});
   }
   return entries;
 }

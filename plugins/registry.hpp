@@ -23,6 +23,7 @@ struct KernelEntry {
   uint64_t signature_id = 0;  // fnv1a64(signature): what compact calls carry
   std::string plugin_name;  // The file name the master loaded it from.
   dj_invoke_fn invoke = nullptr;
+  dj_invoke_numbers_fn invoke_numbers = nullptr;  // null unless it takes and returns numbers
 };
 
 class KernelRegistry {

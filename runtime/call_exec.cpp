@@ -415,9 +415,43 @@ unsigned char* in_place_reserve(void* ctx, size_t bytes) {
   return reinterpret_cast<unsigned char*>(s->spill.data());
 }
 
+namespace {
+// The numbers-only entry's sink: it never reserves, and an error's message is kept in an
+// optional string (an empty std::string costs more to make and drop on this path).
+unsigned char* no_reserve(void*, size_t) { return nullptr; }
+void numbers_fail(void* ctx, const char* message) {
+  static_cast<std::optional<std::string>*>(ctx)->emplace(message ? message : "(no message)");
+}
+}  // namespace
+
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
                   size_t& bytes, std::optional<CallOutcome>& other) {
+  if (kernel.invoke_numbers && room >= kNumbersResultRoom) {
+    g_running_generation.store(generation, std::memory_order_relaxed);
+    if (!is_interrupted()) {  // else the general path below reports the cancellation
+      std::optional<std::string> failure;  // nothing to construct unless the kernel throws
+      dj_sink sink{&failure, &no_reserve, &numbers_fail};
+      long written;
+      {
+        ScopedSegmentTable segments(ctx.segments);
+        written = kernel.invoke_numbers(reinterpret_cast<const unsigned char*>(blob), blob_bytes,
+                                        out, &sink);
+      }
+      if (written >= 0) {
+        bytes = static_cast<size_t>(written);
+        return true;
+      }
+      if (written == -2) {
+        SinkState state;
+        state.failed = true;
+        state.message = failure ? std::move(*failure) : "(no message)";
+        other = outcome_of(ctx, kernel.name, state);
+        return true;
+      }
+      // -1: not the numbers-only layout (a Future argument, a malformed blob): nothing ran.
+    }
+  }
   dj_arg args[kMaxInPlaceArgs];
   size_t count = 0;
   if (!locate_values(blob, blob_bytes, args, count)) return false;

@@ -109,3 +109,76 @@ TEST_CASE("each kind of bad plugin is refused with the file name and the reason"
   }
   CHECK(registry.plugin_count() == 0);
 }
+
+TEST_CASE("a kernel of numbers runs straight from its argument blob, and only from its own layout",
+          "[plugins][express]") {
+  KernelRegistry registry;
+  load_file(registry, test::plugin("test_kernels"));
+  auto find = [&](const char* name) {
+    auto k = registry.find(kernel_id(name));
+    REQUIRE(k);
+    return k;
+  };
+  CHECK(find("scale")->invoke_numbers == nullptr);  // a vector parameter
+  CHECK(find("greet")->invoke_numbers == nullptr);  // a string
+  CHECK(find("sum_view")->invoke_numbers == nullptr);  // an ArrayView
+
+  std::optional<std::string> failure;
+  dj_sink sink{&failure, +[](void*, size_t) -> unsigned char* { return nullptr; },
+               +[](void* ctx, const char* message) {
+                 static_cast<std::optional<std::string>*>(ctx)->emplace(message);
+               }};
+  unsigned char blob[64], out[16];
+  auto add = find("add");
+  REQUIRE(add->invoke_numbers);
+  const size_t size = detail::encode_small_args<double, double>(blob, 1.5, 2.25);
+  REQUIRE(add->invoke_numbers(blob, size, out, &sink) == 8);
+  double sum;
+  std::memcpy(&sum, out, 8);
+  CHECK(sum == 3.75);
+
+  // Anything but exactly (count, then tag 0, size, value per argument) is left to the general
+  // entry, and runs nothing.
+  auto changed = [&](size_t at, unsigned char byte) {
+    unsigned char copy[64];
+    std::memcpy(copy, blob, size);
+    copy[at] = byte;
+    return add->invoke_numbers(copy, size, out, &sink);
+  };
+  CHECK(add->invoke_numbers(blob, size - 1, out, &sink) == -1);  // short
+  CHECK(add->invoke_numbers(blob, size + 1, out, &sink) == -1);  // a byte too many
+  CHECK(changed(0, 3) == -1);       // three arguments
+  CHECK(changed(4, 1) == -1);       // the first is a Future, not a value
+  CHECK(changed(5, 4) == -1);       // a value of 4 bytes, not 8
+  CHECK(changed(4 + 17, 2) == -1);  // the second has an alignment pad
+  auto bump = find("bump"), read_counter = find("read_counter");
+  auto counter = [&] {
+    REQUIRE(read_counter->invoke_numbers(blob, detail::encode_small_args<>(blob), out, &sink) == 8);
+    int64_t value;
+    std::memcpy(&value, out, 8);
+    return value;
+  };
+  const int64_t before = counter();
+  unsigned char by_five[32];
+  const size_t bump_size = detail::encode_small_args<int64_t>(by_five, int64_t{5});
+  CHECK(bump->invoke_numbers(by_five, bump_size - 1, out, &sink) == -1);
+  CHECK(counter() == before);  // refused before running
+  CHECK(bump->invoke_numbers(by_five, bump_size, out, &sink) == 0);  // void: no bytes
+  CHECK(counter() == before + 5);
+
+  // Other number types, bool as Codec<bool> reads it (any non-zero byte is true).
+  unsigned char flag[32];
+  const size_t flag_size = detail::encode_small_args<bool>(flag, true);
+  flag[flag_size - 1] = 7;
+  REQUIRE(find("negate_flag")->invoke_numbers(flag, flag_size, out, &sink) == 1);
+  CHECK(out[0] == 0);
+
+  // A kernel that throws reports through the sink and writes nothing.
+  unsigned char three[32];
+  const size_t three_size = detail::encode_small_args<int64_t>(three, int64_t{3});
+  std::memset(out, 0xab, sizeof out);
+  CHECK(find("fail_on_three")->invoke_numbers(three, three_size, out, &sink) == -2);
+  REQUIRE(failure);
+  CHECK_THAT(*failure, Catch::Contains("three is not allowed"));
+  CHECK(out[0] == 0xab);
+}

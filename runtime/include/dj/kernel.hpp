@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <tuple>
 #include <type_traits>
@@ -89,10 +90,70 @@ void invoke_kernel(const dj_arg* args, size_t nargs, dj_sink* sink) noexcept {
   }
 }
 
+// The numbers-only entry (dj_invoke_numbers_fn): for kernels whose parameters are numbers
+// and whose result is a number or void, the blob is checked against its one possible layout
+// and the values are copied out of it, with no Reader, no sink buffer and no second pass.
+template <class R, class Args>
+struct TakesNumbers : std::false_type {};
+template <class R, class... A>
+struct TakesNumbers<R, std::tuple<A...>>
+    : std::bool_constant<(std::is_void_v<R> || std::is_arithmetic_v<R>) &&
+                         (std::is_arithmetic_v<A> && ...)> {};
+
+// One argument of the blob: tag 0, its size, then its value. Advances `at`.
+template <class A>
+bool read_number(const unsigned char*& at, A& value) {
+  uint64_t bytes;
+  std::memcpy(&bytes, at + 1, 8);
+  if (at[0] != 0 || bytes != sizeof(A)) return false;
+  if constexpr (std::is_same_v<A, bool>) value = at[9] != 0;  // as Codec<bool> reads it
+  else std::memcpy(&value, at + 9, sizeof(A));
+  at += 9 + sizeof(A);
+  return true;
+}
+
+template <auto Fn>
+long invoke_numbers(const unsigned char* blob, size_t size, unsigned char* out,
+                    dj_sink* sink) noexcept {
+  using Traits = KernelTraits<decltype(Fn)>;
+  using Args = typename Traits::Args;
+  using R = typename Traits::Result;
+  constexpr size_t kBytes = std::apply(
+      [](auto... a) { return size_t{4} + (size_t{0} + ... + (9 + sizeof(a))); }, Args{});
+  uint32_t count;
+  if (size != kBytes) return -1;
+  std::memcpy(&count, blob, 4);
+  if (count != std::tuple_size_v<Args>) return -1;
+  Args values;
+  const unsigned char* at = blob + 4;
+  if (!std::apply([&](auto&... v) { return (read_number(at, v) && ...); }, values)) return -1;
+  (void)at;  // unused by kernels without arguments
+  try {
+    if constexpr (std::is_void_v<R>) {
+      std::apply(Fn, values);
+      return 0;
+    } else {
+      static_assert(sizeof(R) <= 16, "dj_invoke_numbers_fn results fit 16 bytes");
+      const R result = std::apply(Fn, values);
+      std::memcpy(out, &result, sizeof(R));
+      return static_cast<long>(sizeof(R));
+    }
+  } catch (const std::exception& e) {
+    sink->fail(sink->ctx, e.what());
+  } catch (...) {
+    sink->fail(sink->ctx, "kernel threw an exception that is not a std::exception");
+  }
+  return -2;
+}
+
 template <auto Fn>
 dj_kernel_entry make_kernel_entry(const char* name) {
-  return dj_kernel_entry{name, KernelTraits<decltype(Fn)>::signature().c_str(),
-                         &invoke_kernel<Fn>};
+  using Traits = KernelTraits<decltype(Fn)>;
+  dj_invoke_numbers_fn numbers = nullptr;
+  if constexpr (TakesNumbers<typename Traits::Result, typename Traits::Args>::value) {
+    numbers = &invoke_numbers<Fn>;
+  }
+  return dj_kernel_entry{name, Traits::signature().c_str(), &invoke_kernel<Fn>, numbers};
 }
 
 }  // namespace detail

@@ -14,7 +14,7 @@ extern "C" {
 
 /* Bumped whenever any struct below or the argument encoding changes. A plugin built with a
  * different value is refused with an error naming both versions. */
-#define DJ_PLUGIN_ABI_VERSION 1u
+#define DJ_PLUGIN_ABI_VERSION 2u
 #define DJ_PLUGIN_SYMBOL "dj_plugin_descriptor_v1"
 
 /* One encoded argument (dj/serialize.hpp), owned by the caller for the duration of the call. */
@@ -34,10 +34,22 @@ typedef struct dj_sink {
 /* Decodes the arguments, runs the kernel and reports through the sink. Never throws. */
 typedef void (*dj_invoke_fn)(const dj_arg* args, size_t nargs, dj_sink* sink);
 
+/* The same-host fast path's entry, for a kernel whose parameters and result are numbers (or a
+ * void result). `blob` holds the arguments as a call carries them: a uint32 count, then for
+ * each argument a tag byte 0, its size as a uint64 and its encoded value, all little-endian
+ * and unaligned. If the blob is exactly that, for this kernel's count and types, the kernel
+ * runs and its encoded result (the size of its type, 0 for void) is written at `out`, which
+ * has room for 16 bytes: returns the result's size, or -2 if the kernel threw (the message
+ * went to sink->fail, and nothing is written at out). Otherwise returns -1 and runs nothing;
+ * the caller then uses `invoke`. Never throws. */
+typedef long (*dj_invoke_numbers_fn)(const unsigned char* blob, size_t size, unsigned char* out,
+                                     dj_sink* sink);
+
 typedef struct dj_kernel_entry {
   const char* name;      /* C identifier of the kernel. */
   const char* signature; /* "(f64,f64)->f64": argument and result types, see serialize.hpp. */
   dj_invoke_fn invoke;
+  dj_invoke_numbers_fn invoke_numbers; /* NULL unless the kernel takes and returns numbers */
 } dj_kernel_entry;
 
 typedef struct dj_plugin_descriptor {
