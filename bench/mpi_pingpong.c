@@ -1,7 +1,8 @@
 /* OpenMPI's same-host round trip of add(3, 3), for bench_shm to print beside dj's in the same
  * placement: rank 0 sends two doubles, rank 1 answers their sum. Built only when CMake finds an
  * MPI (Debian: openmpi-bin libopenmpi-dev). Usage: mpirun -np 2 bench_mpi_pingpong ROUNDS;
- * rank 0 prints the seconds per round trip after a warm-up of the same length. */
+ * rank 0 prints the seconds per round trip after a warm-up of the same length: the fastest of
+ * five stretches of ROUNDS / 5, as bench_shm times dj and the flag floor. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   round_trips(rank, rounds); /* warm-up */
-  double seconds = round_trips(rank, rounds);
+  int per_stretch = rounds / 5 > 0 ? rounds / 5 : 1;
+  double seconds = 1e9;
+  for (int stretch = 0; stretch < 5; ++stretch) {
+    double s = round_trips(rank, per_stretch);
+    if (s < seconds) seconds = s;
+  }
   if (rank == 0) printf("%.9g\n", seconds);
   MPI_Finalize();
   return 0;
