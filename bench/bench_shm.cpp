@@ -29,16 +29,28 @@ namespace {
 
 using namespace dj::bench;
 
-// Two processes ping-pong a counter in a MAP_SHARED page, spinning on it. Seconds per round
-// trip: the fastest of five stretches of `rounds` / 5, so that one moment when either process
-// is descheduled (seen here: floors of 2-6 us among floors of 0.07) does not raise the floor.
-constexpr int kStretches = 5;  // a round trip is timed as the fastest of this many stretches
+// A round trip is timed as the fastest of five stretches of `rounds` / 5, so that one moment
+// when either process is descheduled (seen here: floors of 2-6 us among floors of 0.07) does
+// not skew it. Seconds per call of `one` in the fastest stretch.
+constexpr int kStretches = 5;
+int stretch_length(int rounds) { return std::max(1, rounds / kStretches); }
+template <class One>
+double fastest_stretch(int rounds, One one) {
+  double best = 1e9;
+  for (int stretch = 0; stretch < kStretches; ++stretch) {
+    auto t0 = Clock::now();
+    for (int k = 0; k < stretch_length(rounds); ++k) one();
+    best = std::min(best, seconds_since(t0) / stretch_length(rounds));
+  }
+  return best;
+}
 
+// Two processes ping-pong a counter in a MAP_SHARED page, spinning on it. Seconds per round
+// trip (fastest_stretch).
 double shm_flag_round_trip(int rounds) {
-  const int per_stretch = std::max(1, rounds / kStretches);
   void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* flag = new (page) std::atomic<uint64_t>(0);
-  const uint64_t last = 2 * static_cast<uint64_t>(per_stretch * kStretches) + 2;
+  const uint64_t last = 2 * static_cast<uint64_t>(stretch_length(rounds) * kStretches) + 2;
   pid_t child = ::fork();
   if (child == 0) {
     for (uint64_t expect = 1;; expect += 2) {
@@ -52,13 +64,8 @@ double shm_flag_round_trip(int rounds) {
     while (flag->load(std::memory_order_acquire) != 2 * i + 2) __builtin_ia32_pause();
   };
   ping(0);  // warm up
-  double s = 1e9;
   uint64_t i = 1;
-  for (int stretch = 0; stretch < kStretches; ++stretch) {
-    auto t0 = Clock::now();
-    for (int k = 0; k < per_stretch; ++k) ping(i++);
-    s = std::min(s, seconds_since(t0) / per_stretch);
-  }
+  const double s = fastest_stretch(rounds, [&] { ping(i++); });
   ::waitpid(child, nullptr, 0);
   ::munmap(page, 4096);
   return s;
@@ -171,15 +178,7 @@ int main(int argc, char** argv) {
   shm_flag_round_trip(rounds);  // warm-up, as for dj below
   for (int i = 0; i < rounds; ++i) dj::remotecall_fetch(add, w, 3.0, 3.0);
   const Placements dj_rt = between_floors(runs, rounds, [&] {
-    // Timed as the floor is: the fastest of five stretches.
-    const int per_stretch = std::max(1, rounds / kStretches);
-    double best = 1e9;
-    for (int stretch = 0; stretch < kStretches; ++stretch) {
-      auto t0 = Clock::now();
-      for (int i = 0; i < per_stretch; ++i) dj::remotecall_fetch(add, w, 3.0, 3.0);
-      best = std::min(best, seconds_since(t0) / per_stretch);
-    }
-    return best;
+    return fastest_stretch(rounds, [&] { dj::remotecall_fetch(add, w, 3.0, 3.0); });
   });
   Placements mpi_rt;
   if (mpi_round_trip(rounds) > 0) {
