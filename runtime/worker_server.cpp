@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "dj/dj.hpp"
+#include "asymmetric_fence.hpp"
 #include "channels.hpp"
 #include "identity.hpp"
 #include "sys.hpp"
@@ -150,7 +151,8 @@ void WorkerServer::wait_for_takeover() {
     (void)ignored;
     if (fds[1].revents) return;  // A kernel blocks on another process: read for it.
     ignored = ::read(timer_fd_.get(), &count, sizeof count);
-    timer_armed_ = false;  // Before looking at running_: see serve() for the other half.
+    timer_armed_ = false;  // Before looking at running_: see start_batch for the other half.
+    heavy_fence();         // serve_express sets running_ with only a light fence
     {
       std::lock_guard q(queue_mu_);
       if (!running_) continue;  // Idle: let the timer lapse.
@@ -171,10 +173,11 @@ void WorkerServer::wait_for_takeover() {
 
 void WorkerServer::serve() {
   for (;;) {
-    std::unique_lock reader(reader_mu_, std::try_to_lock);
-    if (!reader.owns_lock()) {
+    ReaderRole reader(reader_taken_);
+    if (!reader.try_take()) {
       wait_for_takeover();
-      reader.lock();
+      // Taken meanwhile by the other thread, which reads for whoever woke us.
+      if (!reader.try_take()) continue;
     }
     std::optional<PendingCall> to_run;
     bool ran_express = false;
@@ -215,7 +218,7 @@ void WorkerServer::serve() {
   }
 }
 
-void WorkerServer::start_batch(std::unique_lock<std::mutex>& reader) {
+void WorkerServer::start_batch(ReaderRole& reader) {
   // running_ is set before the timer flag is read here, and the follower clears the flag
   // before reading running_: so one of the two always arms the timer. (Only the leader counts
   // batches, so the count needs no atomic increment.)
@@ -223,10 +226,10 @@ void WorkerServer::start_batch(std::unique_lock<std::mutex>& reader) {
   if (!timer_armed_.load(std::memory_order_relaxed) && !timer_armed_.exchange(true)) {
     arm_timer(kTakeoverDelay);
   }
-  reader.unlock();  // Nobody waits on it: no wake-up. The follower's timer covers us.
+  reader.give_up();  // Nobody waits on it: no wake-up. The follower's timer covers us.
 }
 
-bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
+bool WorkerServer::serve_express(ReaderRole& reader) {
   wire::RingLink& ring = *reader_->ring();
   const wire::RingLink::SlotMessage m = ring.take_slot();  // throws if corrupt
   if (m.tag != wire::kExpressCallTag || m.bytes < wire::kExpressCallHeaderBytes) {
@@ -272,7 +275,10 @@ bool WorkerServer::serve_express(std::unique_lock<std::mutex>& reader) {
       return false;
     }
   }
-  running_.store(true);  // seq_cst: start_batch's reading of the timer flag comes after
+  // start_batch's reading of the timer flag comes after: the follower's heavy fence pairs
+  // with this light one (wait_for_takeover), so the store needs no locked instruction.
+  running_.store(true, std::memory_order_relaxed);
+  light_fence();
   start_batch(reader);
   // The slot is not written again before this call is answered: the arguments are read in
   // place there, and the answer, which takes their place, is written once the kernel is done.

@@ -51,6 +51,7 @@ class WorkerServer {
 
  private:
   struct FetchSlot;
+  class ReaderRole;
   // A connection that has not yet presented a Hello. Its socket is non-blocking and its bytes
   // collect in `in` (at most one small frame), so a slow or silent peer never stalls the
   // acceptor, and each costs a few hundred bytes at most.
@@ -90,12 +91,12 @@ class WorkerServer {
   void send_compact(uint64_t request_id, wire::CompactStatus status, const std::string& value);
   // The leader starts running kernels: counts the batch, arms the follower's timer, and gives
   // up the reader role.
-  void start_batch(std::unique_lock<std::mutex>& reader);
+  void start_batch(ReaderRole& reader);
   // An express call (the ring's slot, wire/compact.hpp) is waiting, and nothing before it:
   // runs it on this thread if no kernel runs (giving up the reader role: returns true), else
   // queues it, or answers that the master should resend it in full (returns false).
   // Throws: InvalidArgument for a malformed slot.
-  bool serve_express(std::unique_lock<std::mutex>& reader);
+  bool serve_express(ReaderRole& reader);
   // serve_express's one-entry cache of registry_.find (held by the reader role).
   std::shared_ptr<const KernelEntry> express_kernel_;
   uint64_t express_kernel_id_ = 0, express_version_ = 0;
@@ -120,7 +121,7 @@ class WorkerServer {
   Fd listener_;
   Fd local_listener_;
   Fd master_;
-  std::optional<wire::FrameReader> reader_;  // used only by the thread holding reader_mu_
+  std::optional<wire::FrameReader> reader_;  // used only by the thread in the reader role
   std::vector<PendingPeer> peers_;           // acceptor thread only, oldest first
   Fd spare_fd_;                              // acceptor: /dev/null, given up on EMFILE
   std::chrono::steady_clock::time_point drop_window_start_{};  // acceptor only
@@ -146,7 +147,31 @@ class WorkerServer {
   // The acceptor trims arena_ once idle: woken (trim_wake_fd_) when a payload goes out through
   // it, it polls with a timeout until the arena's memory is given back.
   void arena_used() noexcept;
-  std::mutex reader_mu_;  // held by the thread in the reader role
+  // The reader role: held by the serve thread that reads the master connection. Given up
+  // with a plain store, so an express call's path has no locked instruction for it; nobody
+  // waits for it (a thread that cannot take it goes back to waiting for a takeover).
+  class ReaderRole {
+   public:
+    explicit ReaderRole(std::atomic<bool>& taken) noexcept : taken_(taken) {}
+    ReaderRole(const ReaderRole&) = delete;
+    ReaderRole& operator=(const ReaderRole&) = delete;
+    ~ReaderRole() {
+      if (held_) give_up();
+    }
+    bool try_take() noexcept {
+      held_ = !taken_.exchange(true, std::memory_order_acquire);
+      return held_;
+    }
+    void give_up() noexcept {
+      held_ = false;
+      taken_.store(false, std::memory_order_release);
+    }
+
+   private:
+    std::atomic<bool>& taken_;
+    bool held_ = false;
+  };
+  std::atomic<bool> reader_taken_{false};
   Fd timer_fd_;           // armed while kernels run; the follower waits on it
   // Arming a timer costs a few microseconds on a VM, so it is not armed and disarmed per call:
   // it is armed when a batch of kernels starts and none is armed, and when it fires the
@@ -160,7 +185,8 @@ class WorkerServer {
   std::mutex queue_mu_;
   std::deque<PendingCall> queue_;  // guarded by queue_mu_
   // A thread is running kernels. Written under queue_mu_, except that the leader, the only
-  // thread that sets it, may set it without the lock when it reads it false (serve_express).
+  // thread that sets it, may set it without the lock when it reads it false (serve_express:
+  // then with a light fence, which the follower's heavy fence pairs with: asymmetric_fence.hpp).
   std::atomic<bool> running_{false};
 
   std::mutex fetch_mu_;
