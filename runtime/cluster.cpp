@@ -589,8 +589,9 @@ void Cluster::shutdown() noexcept {
   {
     std::lock_guard lock(mu_);
     doomed.swap(links_);
-    for (auto& [pid, link] : doomed) link->unlisted = true;
+    for (auto& [pid, link] : doomed) unlist_locked(link);
   }
+  reclaim_unlisted();
 }
 
 }  // namespace dj::detail

@@ -25,6 +25,7 @@
 #include "managers/cluster_manager.hpp"
 #include "net.hpp"
 #include "plugins/registry.hpp"
+#include "read_role.hpp"
 #include "remote_ref.hpp"
 #include "shm/segment.hpp"
 #include "value_store.hpp"
@@ -32,7 +33,10 @@
 
 namespace dj::detail {
 
-struct WorkerLink {
+// This thread's mark as a direct caller (master_direct.cpp), or null if it never made one.
+const ReadRole::Owner* direct_caller_mark() noexcept;
+
+struct WorkerLink : std::enable_shared_from_this<WorkerLink> {
   WorkerLink(int pid, std::unique_ptr<LaunchedWorker> process, Fd socket);
   // Sends one frame. Returns false if the worker is gone (the I/O thread will retire it).
   // Writes the frame (after any corked ones). False when the connection failed (retire()
@@ -54,7 +58,7 @@ struct WorkerLink {
   // (master_direct.cpp).
   bool try_send_compact_call(uint64_t request_id, const CallTarget& k, std::string_view args);
   // Posts an express call (the same, through the ring's slot: wire/compact.hpp) if nothing
-  // corked needs a wait to go first; false otherwise, nothing sent. The caller holds read_mu
+  // corked needs a wait to go first; false otherwise, nothing sent. The caller holds read_role
   // (one express call at a time per link).
   bool try_post_express_call(uint32_t seq, const CallTarget& k, std::string_view args);
 
@@ -79,22 +83,24 @@ struct WorkerLink {
   wire::Outlet outlet() const { return {socket.get(), ring.get()}; }
   wire::BulkArena arena;  // the master's memory for large payloads to this worker
   std::atomic<int> in_flight{0};
-  // An express call is out (set and cleared by the read_mu holder, which waits for it: plain
+  // An express call is out (set and cleared by the read_role holder, which waits for it: plain
   // stores, no read-modify-write on the round trip). Counted by calls_in_flight().
   std::atomic<bool> express_out{false};
-  uint32_t express_seq = 0;  // guarded by read_mu: the last express call's number
+  uint32_t express_seq = 0;  // guarded by read_role: the last express call's number
   int calls_in_flight() const {
     return in_flight.load() + (express_out.load(std::memory_order_relaxed) ? 1 : 0);
   }
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
   // No longer in Cluster::links_ (retired, or the cluster shut down): set under Cluster::mu_.
+  // (A direct call that found it before still holds it: Cluster::unlisted_.)
   std::atomic<bool> unlisted{false};
   bool is_local = false;              // started by LocalManager: interrupt() may replace it
   // Held by whichever thread reads `socket`: the I/O thread, or a user thread that borrowed the
-  // connection to wait for its own reply without a hand-off (Cluster::await).
-  std::mutex read_mu;
-  wire::FrameReader reader;  // guarded by read_mu
-  // Whether the I/O thread's epoll watches the socket (guarded by read_mu). A borrower
+  // connection to wait for its own reply without a hand-off (Cluster::await), or parked with a
+  // thread that makes direct calls on it (read_role.hpp).
+  ReadRole read_role{this};
+  wire::FrameReader reader;  // guarded by read_role
+  // Whether the I/O thread's epoll watches the socket (guarded by read_role). A borrower
   // disarms it and leaves it so; the I/O thread re-arms it once no borrow happened for
   // kRearmDelay, so a loop of remotecall_fetch costs no epoll_ctl per call.
   bool armed = true;
@@ -167,9 +173,6 @@ class Cluster {
   // or compact call, answered on this thread (master_direct.cpp). nullopt when that does not
   // apply (the full path then sends the call). Throws: the call's error.
   std::optional<ser::Bytes> call_direct(int pid, const CallTarget& k, std::string_view args);
-  // The listed link to pid, or null: from this thread's small cache of weak references when it
-  // holds pid's link and that is still listed (no lock of mu_, no lookup), else from links_.
-  std::shared_ptr<WorkerLink> direct_link(int pid);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or
@@ -273,18 +276,34 @@ class Cluster {
   // Frees the memory of bulk arenas idle for wire::kBulkIdleTrim (I/O thread).
   void trim_bulk_arenas();
   // Reads and handles one frame from the link, and any others already waiting (caller holds
-  // read_mu). Blocks until the first is in. False once retired. The Result of `direct_id`, if
+  // read_role). Blocks until the first is in. False once retired. The Result of `direct_id`, if
   // nonzero, is put in `direct` instead of being handled.
   bool read_one(const std::shared_ptr<WorkerLink>& link, uint64_t direct_id = 0,
                 std::optional<wire::Frame>* direct = nullptr);
   // How an express call (wire/compact.hpp) was answered: a value in the slot, a Result frame
   // (in `answer`), "send it in full", or not at all (the link retired).
   enum class ExpressAnswer { kValue, kFrame, kResend, kRetired };
-  // Borrows the link (caller holds read_mu) until express call `seq` is answered: the value
+  // Borrows the link (caller holds read_role) until express call `seq` is answered: the value
   // goes in `value`, a Result frame in `answer` (master_direct.cpp).
-  ExpressAnswer await_express(const std::shared_ptr<WorkerLink>& link, uint32_t seq,
-                              std::optional<wire::Frame>& answer, std::string& value);
-  // Borrows the link (caller holds read_mu): reads its frames on this thread until `reply` is
+  ExpressAnswer await_express(WorkerLink& link, uint32_t seq, std::optional<wire::Frame>& answer,
+                              std::string& value);
+  // A direct call's use of a link (master_direct.cpp): found in the calling thread's small
+  // cache of links, with no lock and no reference count, and kept from being destroyed by a
+  // hazard slot of the thread's own rather than a shared_ptr (asymmetric fences pair the two:
+  // a loop of direct calls then has no locked instruction for it).
+  class DirectUse;
+  // Links that left links_ while a direct call may still use them (guarded by mu_), and
+  // `links_epoch_`, bumped under mu_ whenever a link leaves links_: a thread's cached link is
+  // current while the epoch it was cached at is.
+  std::vector<std::shared_ptr<WorkerLink>> unlisted_;
+  std::atomic<uint64_t> links_epoch_{0};
+  std::atomic<bool> unlisted_pending_{false};  // unlisted_ is not empty
+  // Moves a link that left links_ (caller holds mu_) to unlisted_.
+  void unlist_locked(std::shared_ptr<WorkerLink> link);
+  // Drops the links in unlisted_ that no direct call uses (any thread, no lock held; the I/O
+  // thread retries while some remain).
+  void reclaim_unlisted() noexcept;
+  // Borrows the link (caller holds read_role): reads its frames on this thread until `reply` is
   // complete (reply non-null) or the Result of direct_id is in `direct`, or the link retires.
   void read_as_borrower(const std::shared_ptr<WorkerLink>& link, Reply* reply, uint64_t direct_id,
                         std::optional<wire::Frame>& direct);

@@ -5,14 +5,156 @@
 // as the I/O thread would handle them.
 #include "cluster.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <unordered_set>
+#include <vector>
+
+#include "asymmetric_fence.hpp"
 
 namespace dj::detail {
 namespace {
 // Direct calls take request ids from their own range: they are never in WorkerLink::replies.
 constexpr uint64_t kDirectIdBit = uint64_t{1} << 63;
 std::atomic<uint64_t> g_next_direct_id{1};
+
+// The hazard slots of the threads that make direct calls: each names the link its thread's
+// call uses now. Never freed: a thread that ends gives its slot to the next one.
+struct DirectCaller : ReadRole::Owner {
+  bool taken = true;  // guarded by g_callers_mu
+};
+std::mutex g_callers_mu;
+std::vector<DirectCaller*> g_callers;  // guarded by g_callers_mu
+
+DirectCaller* claim_caller() {
+  std::lock_guard lock(g_callers_mu);
+  for (DirectCaller* c : g_callers) {
+    if (!c->taken) {
+      c->taken = true;
+      return c;
+    }
+  }
+  g_callers.push_back(new DirectCaller);
+  return g_callers.back();
+}
+
+// A thread's links: its hazard slot and a small cache of the links it called, each valid while
+// Cluster::links_epoch_ is the epoch it was cached at.
+struct DirectCache {
+  struct Entry {
+    int pid = 0;
+    WorkerLink* link = nullptr;
+    uint64_t epoch = 0;
+  };
+  DirectCaller* caller = nullptr;
+  Entry entries[8];
+  ~DirectCache() {
+    if (!caller) return;
+    std::lock_guard lock(g_callers_mu);
+    caller->taken = false;
+    caller = nullptr;
+  }
+};
+// Initial-exec, as t_segments in shared_arrays.cpp.
+__attribute__((tls_model("initial-exec"))) thread_local DirectCache t_direct;
 }  // namespace
+
+const ReadRole::Owner* direct_caller_mark() noexcept { return t_direct.caller; }
+
+class Cluster::DirectUse {
+ public:
+  // The listed link to pid (null if none), kept alive until this use ends.
+  DirectUse(Cluster& cluster, int pid) {
+    DirectCache& cache = t_direct;
+    if (!cache.caller) cache.caller = claim_caller();
+    owner_ = cache.caller;
+    slot_ = &cache.caller->using_link;
+    DirectCache::Entry& entry = cache.entries[static_cast<unsigned>(pid) % 8];
+    if (entry.pid == pid) {
+      // Published before the epoch is read; unlisting bumps the epoch before a heavy fence
+      // and then reads the slots (reclaim_unlisted): one of the two sees the other.
+      slot_->store(entry.link, std::memory_order_relaxed);
+      light_fence();
+      if (cluster.links_epoch_.load(std::memory_order_relaxed) == entry.epoch) {
+        link_ = entry.link;
+        return;
+      }
+    }
+    std::lock_guard lock(cluster.mu_);
+    auto it = cluster.links_.find(pid);
+    if (it == cluster.links_.end()) {
+      slot_->store(nullptr, std::memory_order_relaxed);
+      return;
+    }
+    entry = {pid, it->second.get(), cluster.links_epoch_.load(std::memory_order_relaxed)};
+    link_ = entry.link;
+    slot_->store(link_, std::memory_order_relaxed);  // seen by a reclaim after it is unlisted
+    light_fence();  // before the read role's state is read (ReadRole::take_for_call)
+  }
+  ~DirectUse() { slot_->store(nullptr, std::memory_order_release); }
+  DirectUse(const DirectUse&) = delete;
+  DirectUse& operator=(const DirectUse&) = delete;
+  WorkerLink* get() const { return link_; }
+  const ReadRole::Owner* owner() const { return owner_; }
+
+ private:
+  const ReadRole::Owner* owner_ = nullptr;
+  std::atomic<const void*>* slot_ = nullptr;
+  WorkerLink* link_ = nullptr;
+};
+
+bool ReadRole::try_lock(const Owner* self) noexcept {
+  uint32_t state = kFree;
+  if (state_.compare_exchange_strong(state, kHeld, std::memory_order_acquire)) return true;
+  if (state != kParked) return false;
+  if (self && parked_by_.load(std::memory_order_relaxed) == self) {
+    // Parked by this thread, which is not in a direct call now: no fence needed.
+    return state_.compare_exchange_strong(state, kHeld, std::memory_order_acquire);
+  }
+  if (!state_.compare_exchange_strong(state, kRevoking, std::memory_order_acquire)) return false;
+  heavy_fence();  // The other half of the light fence after the owner's mark (DirectUse).
+  const Owner* owner = parked_by_.load(std::memory_order_relaxed);
+  if (owner->using_link.load(std::memory_order_acquire) == link_) {
+    state_.store(kParked, std::memory_order_release);  // In a call on it: it reads it now.
+    return false;
+  }
+  state_.store(kHeld, std::memory_order_relaxed);
+  return true;
+}
+
+void Cluster::unlist_locked(std::shared_ptr<WorkerLink> link) {
+  link->unlisted = true;
+  links_epoch_.store(links_epoch_.load(std::memory_order_relaxed) + 1,
+                     std::memory_order_relaxed);
+  unlisted_.push_back(std::move(link));
+  unlisted_pending_.store(true, std::memory_order_relaxed);
+}
+
+void Cluster::reclaim_unlisted() noexcept {
+  std::vector<std::shared_ptr<WorkerLink>> unused;
+  {
+    std::lock_guard lock(mu_);
+    if (unlisted_.empty()) return;
+    unused = unlisted_;
+  }
+  heavy_fence();  // The other half of DirectUse's light fence.
+  std::unordered_set<const void*> used;
+  {
+    std::lock_guard lock(g_callers_mu);
+    for (DirectCaller* c : g_callers) used.insert(c->using_link.load(std::memory_order_acquire));
+  }
+  std::erase_if(unused, [&](const auto& link) { return used.count(link.get()) != 0; });
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(unlisted_, [&](const auto& link) {
+      return std::find(unused.begin(), unused.end(), link) != unused.end();
+    });
+    unlisted_pending_.store(!unlisted_.empty(), std::memory_order_relaxed);
+  }
+  // `unused` is destroyed here, outside mu_: the last references to those links.
+}
+
 
 bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
                                        std::string_view args) {
@@ -54,22 +196,22 @@ bool WorkerLink::try_post_express_call(uint32_t seq, const CallTarget& k,
   return true;
 }
 
-Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>& link,
-                                              uint32_t seq, std::optional<wire::Frame>& answer,
+Cluster::ExpressAnswer Cluster::await_express(WorkerLink& link, uint32_t seq,
+                                              std::optional<wire::Frame>& answer,
                                               std::string& value) {
   const uint64_t id = wire::express_request_id(seq);  // of an answer in a Result frame
   // Borrowed as read_as_borrower borrows, except that the ring's asleep flag is left as it
   // is: the answer wakes this thread through the slot's own flag (wire/ring.hpp), so a busy
   // exchange writes no flag at all.
-  if (link->armed) {
-    set_interest(*link, false);
-    link->armed = false;
+  if (link.armed) {
+    set_interest(link, false);
+    link.armed = false;
   }
   ExpressAnswer how = ExpressAnswer::kRetired;
   for (;;) {
     try {
-      if (link->reader.wait_frame_or_slot()) {
-        auto m = link->ring->take_slot();
+      if (link.reader.wait_frame_or_slot()) {
+        auto m = link.ring->take_slot();
         if (m.seq != seq) {
           throw Error(ErrorKind::InvalidArgument,
                       "dj wire: express answer " + std::to_string(m.seq) + " to call " +
@@ -87,53 +229,36 @@ Cluster::ExpressAnswer Cluster::await_express(const std::shared_ptr<WorkerLink>&
         break;
       }
     } catch (const Error& e) {
-      retire(link, std::string("its connection failed: ") + e.what());
+      retire(link.shared_from_this(), std::string("its connection failed: ") + e.what());
       break;
     }
-    if (!read_one(link, id, &answer)) break;  // retired
+    if (!read_one(link.shared_from_this(), id, &answer)) break;  // retired
     if (answer) {
       how = ExpressAnswer::kFrame;
       break;
     }
   }
-  link->borrows.store(link->borrows.load(std::memory_order_relaxed) + 1,
+  link.borrows.store(link.borrows.load(std::memory_order_relaxed) + 1,
                       std::memory_order_relaxed);
   return how;
-}
-
-std::shared_ptr<WorkerLink> Cluster::direct_link(int pid) {
-  // Weak references: a removed worker's link (its process, its connection) is never kept
-  // alive by a thread that called it once.
-  struct Cached {
-    int pid = 0;
-    std::weak_ptr<WorkerLink> link;
-  };
-  // Initial-exec, as t_segments in shared_arrays.cpp.
-  __attribute__((tls_model("initial-exec"))) thread_local Cached cache[8];
-  Cached& slot = cache[static_cast<unsigned>(pid) % 8];
-  if (slot.pid == pid) {
-    auto link = slot.link.lock();
-    if (link && !link->unlisted.load(std::memory_order_acquire)) return link;
-  }
-  std::shared_ptr<WorkerLink> link;
-  {
-    std::lock_guard lock(mu_);
-    auto it = links_.find(pid);
-    if (it == links_.end()) return nullptr;
-    link = it->second;
-  }
-  slot.pid = pid;
-  slot.link = link;
-  return link;
 }
 
 std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
                                                std::string_view args) {
   if (k.chunk_op != 0) return std::nullopt;
-  std::shared_ptr<WorkerLink> link = direct_link(pid);
+  DirectUse use(*this, pid);
+  WorkerLink* link = use.get();
   if (!link || !link->ring) return std::nullopt;  // The full path says why.
-  std::unique_lock reader(link->read_mu, std::try_to_lock);
-  if (!reader.owns_lock()) return std::nullopt;  // Another thread reads it: wait for a Reply.
+  const ReadRole::Took took = link->read_role.take_for_call(use.owner());
+  if (took == ReadRole::Took::kRefused) return std::nullopt;  // Another thread reads it.
+  struct Parker {  // The role stays with this thread between its calls.
+    WorkerLink& link;
+    const ReadRole::Owner* owner;
+    bool taken;
+    ~Parker() {
+      if (taken) link.read_role.park(owner);
+    }
+  } parker{*link, use.owner(), took == ReadRole::Took::kTaken};
 
   // Small arguments go through the ring's express slot, others as a compact frame. The reader
   // of a connection must never wait to write on it (the worker may be waiting for us to read
@@ -154,14 +279,13 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
   ExpressAnswer how = ExpressAnswer::kFrame;
   if (express) {
     link->express_out.store(true, std::memory_order_relaxed);
-    how = await_express(link, link->express_seq, answer, value);
+    how = await_express(*link, link->express_seq, answer, value);
     link->express_out.store(false, std::memory_order_relaxed);
   } else {
     link->in_flight.fetch_add(1);
-    read_as_borrower(link, nullptr, id, answer);
+    read_as_borrower(link->shared_from_this(), nullptr, id, answer);
     link->in_flight.fetch_sub(1);
   }
-  reader.unlock();
   if (!some_link_disarmed_.load(std::memory_order_relaxed) &&
       !some_link_disarmed_.exchange(true)) {
     wake();  // The I/O thread starts its re-arm tick.

@@ -156,8 +156,9 @@ void Cluster::read_as_borrower(const std::shared_ptr<WorkerLink>& link, Reply* r
 }
 
 const wire::Message& Cluster::await(const std::shared_ptr<WorkerLink>& link, Reply& reply) {
-  std::unique_lock reader(link->read_mu, std::try_to_lock);
-  if (reader.owns_lock()) {
+  // (Parked with this thread by its direct calls, it is taken back with no fence.)
+  if (link->read_role.try_lock(direct_caller_mark())) {
+    std::unique_lock reader(link->read_role, std::adopt_lock);
     // Borrow the connection: read frames here until our reply is in.
     std::optional<wire::Frame> none;
     read_as_borrower(link, &reply, 0, none);
@@ -177,13 +178,9 @@ void Cluster::rearm_idle_links() {
   bool still = false;
   int64_t now = now_ns();
   for (auto& link : links) {
-    std::unique_lock reader(link->read_mu, std::try_to_lock);
-    if (!reader.owns_lock()) {
-      still = true;  // Being borrowed right now.
-      continue;
-    }
-    if (link->armed) continue;
-    // Re-armed once no borrow began or ended for kRearmDelay, as seen from these ticks.
+    // Re-armed once no borrow began or ended for kRearmDelay, as seen from these ticks. (So a
+    // role parked with a thread that makes direct calls is left with it while it calls: taking
+    // it back costs that thread a heavy fence, and it would park it again.)
     uint64_t borrows = link->borrows.load(std::memory_order_relaxed);
     if (borrows != link->borrows_seen) {
       link->borrows_seen = borrows;
@@ -193,6 +190,12 @@ void Cluster::rearm_idle_links() {
       still = true;
       continue;
     }
+    std::unique_lock reader(link->read_role, std::try_to_lock);
+    if (!reader.owns_lock()) {
+      still = true;  // Being borrowed right now.
+      continue;
+    }
+    if (link->armed) continue;
     link->armed = true;
     set_interest(*link, true);
   }
@@ -205,6 +208,11 @@ void Cluster::io_main() {
     // While some connection is left disarmed by a borrower, tick every millisecond to re-arm
     // it once borrowing stops; otherwise sleep until an event.
     int timeout = some_link_disarmed_.load() ? 1 : -1;
+    // A link left while a direct call used it: freed once that call is over.
+    if (unlisted_pending_.load(std::memory_order_relaxed)) {
+      reclaim_unlisted();
+      if (unlisted_pending_.load(std::memory_order_relaxed)) timeout = 1;
+    }
     int heartbeat = heartbeat_tick_ms();
     if (wire::BulkArena::held_count() > 0) heartbeat = heartbeat < 0 ? 1000 : std::min(heartbeat, 1000);
     if (heartbeat >= 0 && (timeout < 0 || heartbeat < timeout)) timeout = heartbeat;
@@ -247,7 +255,7 @@ void Cluster::io_main() {
                                                      link->process->stderr_fd(), nullptr);
           break;
         default: {
-          std::unique_lock reader(link->read_mu, std::try_to_lock);
+          std::unique_lock reader(link->read_role, std::try_to_lock);
           if (!reader.owns_lock() || !link->armed) {
             // A borrower reads it; the one-shot event is spent, so mark it for re-arming.
             if (reader.owns_lock()) link->armed = false;
@@ -544,13 +552,14 @@ void Cluster::retire(const std::shared_ptr<WorkerLink>& link, const std::string&
     std::lock_guard lock(mu_);
     auto it = links_.find(link->pid);
     if (it == links_.end() || it->second != link) return;  // Already retired.
+    unlist_locked(std::move(it->second));
     links_.erase(it);
-    link->unlisted = true;
     gone_[link->pid] = who + " " + reason;
     replies.swap(link->replies);
     refs.swap(link->refs);
     pins.swap(link->pins);
   }
+  reclaim_unlisted();
   unwatch(*link);
   drain_output(*link);  // Print what it said last before reporting it gone.
   wire::RemoteError lost{ErrorKind::Disconnected, process_exited(link->pid, who + " " + reason),

@@ -328,6 +328,38 @@ TEST_CASE("express calls give errors, large results, Future arguments and queued
   for (auto& t : threads) CHECK(t.get());
 }
 
+TEST_CASE("a connection kept by a thread between its calls is read for other threads and for "
+          "results nobody waits on", "[ring][express]") {
+  const int p = addprocs(1)[0];
+  Plugin plugin = everywhere(test::plugin("test_kernels"));
+  auto add = plugin.kernel<double(double, double)>("add");
+  auto sleep_ms = plugin.kernel<int32_t(int32_t)>("sleep_ms");
+  std::atomic<int> wrong{0};
+  std::promise<void> called, go_on;
+  std::thread caller([&, go_on_future = go_on.get_future()] {
+    for (int i = 0; i < 1000; ++i) wrong += remotecall_fetch(add, p, 1.0, i) != 1.0 + i;
+    called.set_value();
+    go_on_future.wait();  // alive and idle: its direct calls keep the connection's reader role
+    for (int i = 0; i < 1000; ++i) wrong += remotecall_fetch(add, p, 3.0, i) != 3.0 + i;
+  });
+  called.get_future().wait();
+  // Meanwhile this thread's calls are answered, by the full path and directly, and a result
+  // that nobody fetches is read by the I/O thread: the role is taken back from the idle caller.
+  for (int i = 0; i < 200; ++i) CHECK(fetch(remotecall(add, p, 2.0, i)) == 2.0 + i);
+  for (int i = 0; i < 200; ++i) CHECK(remotecall_fetch(add, p, 4.0, i) == 4.0 + i);
+  Future<int32_t> unread = remotecall(sleep_ms, p, 1);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!isready(unread) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(isready(unread));
+  // And the first thread calls again, while this one keeps the role between its own calls.
+  go_on.set_value();
+  caller.join();
+  CHECK(wrong == 0);
+  CHECK(fetch(unread) == 1);
+}
+
 TEST_CASE("a worker this thread called is neither kept alive nor called again once it is "
           "removed or dead", "[ring][express][errors]") {
   std::vector<int> pids = addprocs(2);
