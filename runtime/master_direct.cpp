@@ -20,23 +20,27 @@ constexpr uint64_t kDirectIdBit = uint64_t{1} << 63;
 std::atomic<uint64_t> g_next_direct_id{1};
 
 // The hazard slots of the threads that make direct calls: each names the link its thread's
-// call uses now. Never freed: a thread that ends gives its slot to the next one.
+// call uses now. Never freed: a thread that ends gives its slot to the next one. (A list from a
+// plain pointer, which static destruction leaves alone: threads may still call during exit.)
 struct DirectCaller : ReadRole::Owner {
-  bool taken = true;  // guarded by g_callers_mu
+  bool taken = true;               // guarded by g_callers_mu
+  DirectCaller* next = nullptr;    // guarded by g_callers_mu
 };
 std::mutex g_callers_mu;
-std::vector<DirectCaller*> g_callers;  // guarded by g_callers_mu
+DirectCaller* g_callers = nullptr;  // guarded by g_callers_mu
 
 DirectCaller* claim_caller() {
   std::lock_guard lock(g_callers_mu);
-  for (DirectCaller* c : g_callers) {
+  for (DirectCaller* c = g_callers; c; c = c->next) {
     if (!c->taken) {
       c->taken = true;
       return c;
     }
   }
-  g_callers.push_back(new DirectCaller);
-  return g_callers.back();
+  auto* fresh = new DirectCaller;
+  fresh->next = g_callers;
+  g_callers = fresh;
+  return fresh;
 }
 
 // A thread's links: its hazard slot and a small cache of the links it called, each valid while
@@ -142,7 +146,9 @@ void Cluster::reclaim_unlisted() noexcept {
   std::unordered_set<const void*> used;
   {
     std::lock_guard lock(g_callers_mu);
-    for (DirectCaller* c : g_callers) used.insert(c->using_link.load(std::memory_order_acquire));
+    for (DirectCaller* c = g_callers; c; c = c->next) {
+      used.insert(c->using_link.load(std::memory_order_acquire));
+    }
   }
   std::erase_if(unused, [&](const auto& link) { return used.count(link.get()) != 0; });
   {
