@@ -91,9 +91,6 @@ struct WorkerLink : std::enable_shared_from_this<WorkerLink> {
     return in_flight.load() + (express_out.load(std::memory_order_relaxed) ? 1 : 0);
   }
   std::atomic<bool> removing{false};  // rmprocs is stopping it: its exit is not a failure
-  // No longer in Cluster::links_ (retired, or the cluster shut down): set under Cluster::mu_.
-  // (A direct call that found it before still holds it: Cluster::unlisted_.)
-  std::atomic<bool> unlisted{false};
   bool is_local = false;              // started by LocalManager: interrupt() may replace it
   // Held by whichever thread reads `socket`: the I/O thread, or a user thread that borrowed the
   // connection to wait for its own reply without a hand-off (Cluster::await), or parked with a

@@ -108,27 +108,7 @@ class Cluster::DirectUse {
   WorkerLink* link_ = nullptr;
 };
 
-bool ReadRole::try_lock(const Owner* self) noexcept {
-  uint32_t state = kFree;
-  if (state_.compare_exchange_strong(state, kHeld, std::memory_order_acquire)) return true;
-  if (state != kParked) return false;
-  if (self && parked_by_.load(std::memory_order_relaxed) == self) {
-    // Parked by this thread, which is not in a direct call now: no fence needed.
-    return state_.compare_exchange_strong(state, kHeld, std::memory_order_acquire);
-  }
-  if (!state_.compare_exchange_strong(state, kRevoking, std::memory_order_acquire)) return false;
-  heavy_fence();  // The other half of the light fence after the owner's mark (DirectUse).
-  const Owner* owner = parked_by_.load(std::memory_order_relaxed);
-  if (owner->using_link.load(std::memory_order_acquire) == link_) {
-    state_.store(kParked, std::memory_order_release);  // In a call on it: it reads it now.
-    return false;
-  }
-  state_.store(kHeld, std::memory_order_relaxed);
-  return true;
-}
-
 void Cluster::unlist_locked(std::shared_ptr<WorkerLink> link) {
-  link->unlisted = true;
   links_epoch_.store(links_epoch_.load(std::memory_order_relaxed) + 1,
                      std::memory_order_relaxed);
   unlisted_.push_back(std::move(link));

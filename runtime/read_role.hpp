@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "asymmetric_fence.hpp"
+
 namespace dj::detail {
 
 class ReadRole {
@@ -24,7 +26,7 @@ class ReadRole {
 
   // Takes the role (for std::unique_lock's try_to_lock): free, parked by `self` (the caller's
   // own mark, or null), or parked by an owner that is not in a call on this connection.
-  bool try_lock(const Owner* self = nullptr) noexcept;
+  inline bool try_lock(const Owner* self = nullptr) noexcept;
   void unlock() noexcept { state_.store(kFree, std::memory_order_release); }
 
   // A direct call by the owner of `self`, whose mark already names this connection (with a
@@ -58,5 +60,24 @@ class ReadRole {
   std::atomic<uint32_t> state_{kFree};
   std::atomic<const Owner*> parked_by_{nullptr};
 };
+
+inline bool ReadRole::try_lock(const Owner* self) noexcept {
+  uint32_t state = kFree;
+  if (state_.compare_exchange_strong(state, kHeld, std::memory_order_acquire)) return true;
+  if (state != kParked) return false;
+  if (self && parked_by_.load(std::memory_order_relaxed) == self) {
+    // Parked by this thread, which is not in a direct call now: no fence needed.
+    return state_.compare_exchange_strong(state, kHeld, std::memory_order_acquire);
+  }
+  if (!state_.compare_exchange_strong(state, kRevoking, std::memory_order_acquire)) return false;
+  heavy_fence();  // The other half of the light fence after the owner's mark (DirectUse).
+  const Owner* owner = parked_by_.load(std::memory_order_relaxed);
+  if (owner->using_link.load(std::memory_order_acquire) == link_) {
+    state_.store(kParked, std::memory_order_release);  // In a call on it: it reads it now.
+    return false;
+  }
+  state_.store(kHeld, std::memory_order_relaxed);
+  return true;
+}
 
 }  // namespace dj::detail
