@@ -296,7 +296,10 @@ void Cluster::trim_bulk_arenas() {
     for (const auto& [pid, link] : links_) links.push_back(link);
   }
   auto now = std::chrono::steady_clock::now();
-  for (auto& link : links) link->arena.trim_idle(now);
+  for (auto& link : links) {
+    link->arena.trim_idle(now);
+    if (const auto& views = link->reader.bulk_views()) views->trim_idle(now);
+  }
 }
 
 void Cluster::check_heartbeats() {

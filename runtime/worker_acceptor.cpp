@@ -175,7 +175,11 @@ void WorkerServer::accept_master(size_t index, const wire::Hello& hello) {
   if (::getsockname(master_.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
       ss.ss_family == AF_UNIX) {
     bulk_ = true;
-    reader_->accept_bulk([this](uint64_t token) { send(wire::BulkFree{token}); });
+    reader_->accept_bulk([this](uint64_t token) {
+      send(wire::BulkFree{token});
+      arena_used();  // the master's arena, still mapped here, is trimmed when idle
+    });
+    views_ = reader_->bulk_views();
   }
   send(wire::Welcome{hello.pid, static_cast<int64_t>(::getpid()), host_name(), host_identity()});
 }
@@ -220,10 +224,13 @@ void WorkerServer::accept_step(int timeout_ms) {
   }
   if (trim_pending_.load()) {
     arena_.trim_idle(Clock::now());
-    // Cleared before the check, so a send racing with it sets it (and wakes us) again.
-    if (arena_.capacity() == 0) {
+    if (views_) views_->trim_idle(Clock::now());
+    auto holds = [this] { return arena_.capacity() != 0 || (views_ && views_->holds()); };
+    // Cleared before the check, so a send or a payload racing with it sets it (and wakes us)
+    // again.
+    if (!holds()) {
       trim_pending_ = false;
-      if (arena_.capacity() != 0) arena_used();
+      if (holds()) arena_used();
     }
   }
   if (fds[0].revents) {

@@ -144,8 +144,11 @@ class WorkerServer {
   // RingOffer (reader role): maps the rings, answers RingReady on the socket, switches to them.
   void take_ring(const wire::RingOffer& offer);
   wire::BulkArena arena_;
-  // The acceptor trims arena_ once idle: woken (trim_wake_fd_) when a payload goes out through
-  // it, it polls with a timeout until the arena's memory is given back.
+  // The reader's mapping of the master's arena (reader_->bulk_views(), set with it).
+  std::shared_ptr<wire::BulkViews> views_;
+  // The acceptor trims arena_ and views_ once idle: woken (trim_wake_fd_) when a payload goes
+  // out through the arena or one lent by the master is dropped, it polls with a timeout until
+  // the memory of both is given back.
   void arena_used() noexcept;
   // The reader role: held by the serve thread that reads the master connection. Given up
   // with a plain store, so an express call's path has no locked instruction for it; nobody
@@ -179,7 +182,7 @@ class WorkerServer {
   std::atomic<bool> timer_armed_{false};
   std::atomic<uint64_t> batches_{0};  // batches of kernels started (the follower's clock)
   Fd takeover_fd_;        // eventfd: "take the reader role now" (a kernel is blocked)
-  Fd trim_wake_fd_;       // eventfd: arena_ holds memory to trim (see arena_used)
+  Fd trim_wake_fd_;       // eventfd: arena_ or views_ holds memory to trim (see arena_used)
   std::atomic<bool> trim_pending_{false};
 
   std::mutex queue_mu_;

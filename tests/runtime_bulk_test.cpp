@@ -48,8 +48,22 @@ bool scaled(const std::vector<double>& out, const std::vector<double>& in, doubl
   return true;
 }
 
-// Bulk arenas mapped by process `pid`.
-int arenas_mapped(long pid) { return test::memfds_mapped(pid, "dj-bulk"); }
+// Mappings of bulk arenas in process `pid`: its own (writable), or its peers' (read-only,
+// kept between payloads).
+int bulk_mapped(long pid, bool writable) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    char perms[5] = {};
+    if (line.find("/memfd:dj-bulk") != std::string::npos &&
+        std::sscanf(line.c_str(), "%*[0-9a-f-] %4s", perms) == 1 && (perms[1] == 'w') == writable) {
+      ++n;
+    }
+  }
+  return n;
+}
+int arenas_mapped(long pid) { return bulk_mapped(pid, true); }
+int views_mapped(long pid) { return bulk_mapped(pid, false); }
 
 constexpr size_t kLarge = (size_t{8} << 20) / sizeof(double);  // 8 MiB of doubles
 
@@ -63,15 +77,21 @@ TEST_CASE("a large argument and result to a same-host worker go through shared m
   auto v = ramp(kLarge);
   auto out = remotecall_fetch(k.scale, 2, v, 2.0);
   CHECK(scaled(out, v, 2.0));
-  // Both directions went through an arena: the master's (arguments) and the worker's (result).
+  // Both directions went through an arena: the master's (arguments) and the worker's (result),
+  // and each side keeps its mapping of the other's.
   CHECK(arenas_mapped(::getpid()) == 1);
   CHECK(arenas_mapped(worker) == 1);
-  // Again, reusing both arenas, with other sizes; and small values still take the socket.
+  CHECK(views_mapped(::getpid()) == 1);
+  CHECK(views_mapped(worker) == 1);
+  // Again, reusing both arenas, with other sizes (one larger: both arenas grow, and the
+  // mappings of the old ones go); and small values still take the socket.
   for (size_t n : {kLarge / 2, kLarge + 12345, size_t{3}}) {
     auto w = ramp(n);
     CHECK(scaled(remotecall_fetch(k.scale, 2, w, -0.25), w, -0.25));
   }
   CHECK(arenas_mapped(::getpid()) == 1);
+  CHECK(views_mapped(::getpid()) == 1);
+  CHECK(test::eventually([&] { return arenas_mapped(worker) == 1 && views_mapped(worker) == 1; }));
   CHECK(remotecall_fetch(k.sum, 2, v) == Approx(0.5 * (kLarge - 1) * kLarge / 2.0));
   // A large result kept on the worker and fetched later, and one computed there.
   Future<std::vector<double>> kept = remotecall(k.scale, 2, v, 3.0);
@@ -115,6 +135,13 @@ TEST_CASE("ArrayView arguments and results are read in place, not copied", "[bul
   CHECK_FALSE(in_bulk_arena(second.data()));
   CHECK(second.to_vector() == ramp(kLarge / 2));
   CHECK(back[kLarge - 1] == v[kLarge - 1]);  // the first view is still good
+  // Dropped, the worker's arena takes the next result, read where the first one was read:
+  // the mapping of it was kept, not made again.
+  const double* first_at = back.data();
+  back = ArrayView<double>();
+  ArrayView<double> third = remotecall_fetch(echo_view, 2, v);
+  CHECK(third.data() == first_at);
+  CHECK(std::equal(third.begin(), third.end(), v.begin()));
   CHECK(remotecall_fetch(echo_vector, 2, v) == v);
   // Small arrays are copied (nothing to read in place), and work the same.
   CHECK_FALSE(remotecall_fetch(in_place, 2, ramp(10)));
@@ -130,10 +157,14 @@ TEST_CASE("an idle bulk arena gives its memory back on both sides", "[bulk]") {
   CHECK(scaled(remotecall_fetch(k.scale, 2, v, 2.0), v, 2.0));
   REQUIRE(arenas_mapped(::getpid()) == 1);
   REQUIRE(arenas_mapped(worker) == 1);
-  // Unmapped within a few seconds of the last use (kBulkIdleTrim, checked every second).
-  CHECK(test::eventually([&] { return arenas_mapped(::getpid()) == 0; },
-                         std::chrono::milliseconds(8000)));
-  CHECK(test::eventually([&] { return arenas_mapped(worker) == 0; },
+  REQUIRE(views_mapped(::getpid()) == 1);
+  REQUIRE(test::eventually([&] { return views_mapped(worker) == 1; }));
+  // Unmapped within a few seconds of the last use (kBulkIdleTrim, checked every second): the
+  // arenas by their senders, the mappings of them by their readers.
+  CHECK(test::eventually(
+      [&] { return arenas_mapped(::getpid()) == 0 && views_mapped(::getpid()) == 0; },
+      std::chrono::milliseconds(8000)));
+  CHECK(test::eventually([&] { return arenas_mapped(worker) == 0 && views_mapped(worker) == 0; },
                          std::chrono::milliseconds(8000)));
   // And made again when needed.
   CHECK(scaled(remotecall_fetch(k.scale, 2, v, 4.0), v, 4.0));
@@ -184,8 +215,10 @@ TEST_CASE("a kernel that fails or dies with a large argument leaves the arena us
   for (int i = 0; i < 3; ++i) {
     CHECK(scaled(remotecall_fetch(k.scale_or_fail, pids[1], v, 3.0), v, 3.0));
   }
-  // The dead worker's arena went with its connection: only the live worker's is mapped.
-  CHECK(test::eventually([] { return arenas_mapped(::getpid()) == 1; }));
+  // The dead worker's arena went with its connection, and the mapping of its own arena with
+  // it: only the live worker's are mapped.
+  CHECK(test::eventually(
+      [] { return arenas_mapped(::getpid()) == 1 && views_mapped(::getpid()) == 1; }));
 }
 
 namespace {

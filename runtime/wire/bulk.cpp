@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -29,12 +30,36 @@ Error bad_bulk(const std::string& what) {
 
 }  // namespace
 
-BulkPayload::BulkPayload(const unsigned char* data, size_t size, size_t mapped, uint64_t token,
-                         std::function<void(uint64_t)> release)
-    : data_(data), size_(size), mapped_(mapped), token_(token), release_(std::move(release)) {}
+struct BulkPayload::Mapping {
+  Mapping(const unsigned char* data, size_t bytes, dev_t dev, ino_t ino)
+      : data(data), bytes(bytes), dev(dev), ino(ino) {}
+  ~Mapping() { ::munmap(const_cast<unsigned char*>(data), bytes); }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  const unsigned char* data;
+  size_t bytes;
+  dev_t dev;
+  ino_t ino;
+  // When a payload in it was last dropped (steady clock, ns), for BulkViews::trim_idle.
+  std::atomic<int64_t> last_used_ns{0};
+};
+
+namespace {
+int64_t steady_ns(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+}  // namespace
+
+BulkPayload::BulkPayload(std::shared_ptr<Mapping> mapping, const unsigned char* data, size_t size,
+                         uint64_t token, std::function<void(uint64_t)> release)
+    : mapping_(std::move(mapping)), data_(data), size_(size), token_(token),
+      release_(std::move(release)) {}
 
 BulkPayload::~BulkPayload() {
-  if (mapped_) ::munmap(const_cast<unsigned char*>(data_), mapped_);
+  if (mapping_) {
+    mapping_->last_used_ns.store(steady_ns(std::chrono::steady_clock::now()),
+                                 std::memory_order_relaxed);
+  }
   if (release_) {
     try {
       release_(token_);
@@ -78,8 +103,12 @@ void send_with_fds(int sock, const iovec* iov, int count, const int* fds, size_t
   }
 }
 
-std::shared_ptr<BulkPayload> map_bulk_payload(int fd, uint64_t length, uint64_t token,
-                                              std::function<void(uint64_t)> release) {
+BulkViews::~BulkViews() {
+  if (kept_) g_arenas_held.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::shared_ptr<BulkPayload> BulkViews::map(int fd, uint64_t length, uint64_t token,
+                                            std::function<void(uint64_t)> release) {
   struct Closer {
     int fd;
     ~Closer() { detail::close_quietly(fd); }
@@ -93,15 +122,43 @@ std::shared_ptr<BulkPayload> map_bulk_payload(int fd, uint64_t length, uint64_t 
     throw bad_bulk("its memory holds " + std::to_string(st.st_size) + " bytes, the frame says " +
                    std::to_string(length));
   }
-  if (length == 0) return std::make_shared<BulkPayload>(nullptr, 0, 0, token, std::move(release));
+  if (length == 0) return std::make_shared<BulkPayload>(nullptr, nullptr, 0, token, std::move(release));
+  std::lock_guard lock(mu_);
+  // The memfd mapped last, if this is it: the kept mapping holds the memfd, so its inode
+  // cannot have gone to another file meanwhile.
+  if (kept_ && kept_->dev == st.st_dev && kept_->ino == st.st_ino && kept_->bytes >= length) {
+    return std::make_shared<BulkPayload>(kept_, kept_->data, length, token, std::move(release));
+  }
+  // Populated at once: one walk over the page tables, where touching the pages would fault
+  // once per page. (Only the payload's length: a sparse memfd cannot make us map more.)
   void* p = ::mmap(nullptr, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) {
     throw Error(ErrorKind::ResourceExhausted,
                 "dj wire: cannot map a bulk payload of " + std::to_string(length) +
                     " bytes: " + std::strerror(errno));
   }
-  return std::make_shared<BulkPayload>(static_cast<const unsigned char*>(p), length, length,
-                                       token, std::move(release));
+  // Another memfd (the peer's arena grew) or a longer payload: it replaces the kept mapping,
+  // which goes once its payloads are dropped.
+  if (!kept_) g_arenas_held.fetch_add(1, std::memory_order_relaxed);
+  kept_ = std::make_shared<BulkPayload::Mapping>(static_cast<const unsigned char*>(p), length,
+                                                 st.st_dev, st.st_ino);
+  return std::make_shared<BulkPayload>(kept_, kept_->data, length, token, std::move(release));
+}
+
+void BulkViews::trim_idle(std::chrono::steady_clock::time_point now) {
+  std::lock_guard lock(mu_);
+  // Only the kept reference left: no payload in it is alive.
+  if (kept_ && kept_.use_count() == 1 &&
+      steady_ns(now) - kept_->last_used_ns.load(std::memory_order_relaxed) >=
+          std::chrono::duration_cast<std::chrono::nanoseconds>(kBulkIdleTrim).count()) {
+    kept_.reset();
+    g_arenas_held.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+bool BulkViews::holds() const {
+  std::lock_guard lock(mu_);
+  return kept_ != nullptr;
 }
 
 BulkArena::~BulkArena() { unmap_locked(); }

@@ -12,8 +12,11 @@
 // large values costs one copy into warm memory per message, where the socket cost two copies
 // through the kernel and a fresh, page-faulting buffer on the receiving side. While the peer
 // still holds the arena (it has not read the last payload yet) the sender uses the socket: a
-// bulk frame is never waited for. An arena idle for kBulkIdleTrim is unmapped and closed, so
-// its memory goes back to the system (the receiver never keeps a mapping or descriptor).
+// bulk frame is never waited for. The receiver keeps its mapping of the peer's arena between
+// payloads too (BulkViews), so a steady stream maps, populates and unmaps nothing: mapping
+// 256 MiB with its page tables and unmapping it cost as much as copying it. An arena idle for
+// kBulkIdleTrim is unmapped and closed by its sender, and the receiver's mapping of it is
+// dropped after the same idle time, so its memory goes back to the system.
 #pragma once
 
 #include <sys/uio.h>
@@ -35,12 +38,13 @@ inline constexpr size_t kBulkDescriptorBytes = 16;
 inline constexpr size_t kBulkMinBytes = size_t{1} << 20;
 inline constexpr auto kBulkIdleTrim = std::chrono::seconds(2);
 
-// A payload lent by the sender: mapped read-only until this is destroyed, which unmaps it and
-// tells the sender (through the reader's release callback) that the arena is free again.
+// A payload lent by the sender: readable until this is destroyed, which tells the sender
+// (through the reader's release callback) that the arena is free again.
 class BulkPayload {
  public:
-  BulkPayload(const unsigned char* data, size_t size, size_t mapped, uint64_t token,
-              std::function<void(uint64_t)> release);
+  struct Mapping;  // a read-only mapping of the sender's arena, shared by its payloads
+  BulkPayload(std::shared_ptr<Mapping> mapping, const unsigned char* data, size_t size,
+              uint64_t token, std::function<void(uint64_t)> release);
   ~BulkPayload();
   BulkPayload(const BulkPayload&) = delete;
   BulkPayload& operator=(const BulkPayload&) = delete;
@@ -48,21 +52,42 @@ class BulkPayload {
   size_t size() const { return size_; }
 
  private:
+  std::shared_ptr<Mapping> mapping_;
   const unsigned char* data_;
-  size_t size_, mapped_;
+  size_t size_;
   uint64_t token_;
   std::function<void(uint64_t)> release_;
+};
+
+// The receiving side's mapping of one peer's arena, kept from one payload to the next while the
+// peer sends from the same memfd. Thread-safety: all members may be called from any thread.
+class BulkViews {
+ public:
+  BulkViews() = default;
+  ~BulkViews();
+  BulkViews(const BulkViews&) = delete;
+  BulkViews& operator=(const BulkViews&) = delete;
+  // The payload a bulk frame describes, in the memfd that came with it (taking ownership of
+  // `fd`). Checks that the memfd is sealed against shrinking and holds `length` bytes, so a
+  // peer cannot make the reader fault on a truncated mapping. Maps it only when it is not the
+  // memfd mapped last (or the payload is longer than that mapping). Throws InvalidArgument
+  // naming the problem, ResourceExhausted when it cannot be mapped.
+  std::shared_ptr<BulkPayload> map(int fd, uint64_t length, uint64_t token,
+                                   std::function<void(uint64_t)> release);
+  // Drops the kept mapping when no payload has used it for kBulkIdleTrim (its memory is
+  // unmapped once the last payload in it is gone too).
+  void trim_idle(std::chrono::steady_clock::time_point now);
+  // Whether a mapping is kept (for tests and the trim tick).
+  bool holds() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<BulkPayload::Mapping> kept_;
 };
 
 // Writes all of `iov` on a Unix socket with `fds` attached (SCM_RIGHTS) to its first byte,
 // finishing a short write without them. Throws: Disconnected naming the fd when the peer is gone.
 void send_with_fds(int sock, const iovec* iov, int count, const int* fds, size_t nfds);
-
-// Maps the payload a bulk frame describes from the memfd that came with it (taking ownership of
-// `fd`). Checks that the memfd is sealed against shrinking and holds `length` bytes, so a peer
-// cannot make the reader fault on a truncated mapping. Throws InvalidArgument naming the problem.
-std::shared_ptr<BulkPayload> map_bulk_payload(int fd, uint64_t length, uint64_t token,
-                                              std::function<void(uint64_t)> release);
 
 // The sending side's shared memory for large payloads to one peer. Thread-safety: all members
 // may be called from any thread.
@@ -91,7 +116,8 @@ class BulkArena {
   void trim_idle(std::chrono::steady_clock::time_point now);
   // Bytes of shared memory held now (for tests and diagnostics).
   size_t capacity() const;
-  // Arenas holding memory in this process (so an idle process knows whether to tick for trims).
+  // Arenas and kept views holding memory in this process (so an idle process knows whether
+  // to tick for trims).
   static int held_count();
 
  private:

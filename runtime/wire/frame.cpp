@@ -230,6 +230,7 @@ FrameReader::~FrameReader() {
 
 void FrameReader::accept_bulk(std::function<void(uint64_t)> release) {
   bulk_release_ = std::move(release);
+  views_ = std::make_shared<BulkViews>();
   accept_bulk_ = true;
   receive_fds_ = true;
 }
@@ -411,7 +412,7 @@ std::optional<Frame> FrameReader::next() {
                   "dj wire: bulk payload of " + std::to_string(length) +
                       " bytes exceeds the limit of " + std::to_string(max_payload_));
     }
-    frame.bulk = map_bulk_payload(fd, length, token, bulk_release_);
+    frame.bulk = views_->map(fd, length, token, bulk_release_);
     return frame;
   }
   if (p.payload_bytes == 0) return frame;

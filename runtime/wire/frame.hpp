@@ -102,6 +102,9 @@ class FrameReader {
   // the bytes, and maps each bulk payload; `release(token)` runs when the payload is dropped
   // (it sends BulkFree). Without this, a bulk frame is refused as malformed. Call before next().
   void accept_bulk(std::function<void(uint64_t)> release);
+  // The mapping of the peer's arena this reader keeps (null without accept_bulk), for whoever
+  // trims it when idle; set once, by accept_bulk.
+  const std::shared_ptr<BulkViews>& bulk_views() const { return views_; }
   // Keeps descriptors passed with frames (for RingOffer) without taking bulk frames.
   void keep_descriptors() { receive_fds_ = true; }
   // On a socket: before blocking for more bytes, keep trying to read without blocking for
@@ -152,6 +155,7 @@ class FrameReader {
   size_t cap_ = 0, start_ = 0, end_ = 0;
   std::atomic<uint64_t> bytes_read_{0};
   std::function<void(uint64_t)> bulk_release_;
+  std::shared_ptr<BulkViews> views_;
   bool accept_bulk_ = false;
   bool receive_fds_ = false;  // read with recvmsg, keeping descriptors
   bool spin_ = false;
