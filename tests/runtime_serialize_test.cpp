@@ -4,6 +4,7 @@
 #include "dj/array_view.hpp"
 #include "dj/serialize.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 using namespace dj;
@@ -108,4 +109,30 @@ TEST_CASE("an ArrayView has std::vector's wire form and keeps or copies its byte
   std::string bad = ser::to_bytes(v);
   bad.resize(20);
   CHECK_THROWS_WITH(ser::from_bytes<ArrayView<double>>(bad), Catch::Contains("exceeds"));
+}
+
+TEST_CASE("large arrays are copied intact whatever the alignment of either end",
+          "[serialize]") {
+  // Large enough for copy_bytes' streaming path, with ends that are not multiples of 64.
+  const size_t n = ser::kStreamCopyBytes + 77;
+  std::vector<unsigned char> src(n + 16), dst(n + 16);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 131 + i / 4099);
+  for (size_t s : {size_t{0}, size_t{3}, size_t{8}}) {
+    for (size_t d : {size_t{0}, size_t{5}, size_t{15}}) {
+      std::fill(dst.begin(), dst.end(), 0xee);
+      ser::copy_bytes(dst.data() + d, src.data() + s, n - 1);
+      CHECK(std::memcmp(dst.data() + d, src.data() + s, n - 1) == 0);
+      // Nothing written outside the destination.
+      CHECK(std::all_of(dst.begin(), dst.begin() + static_cast<long>(d),
+                        [](unsigned char c) { return c == 0xee; }));
+      CHECK(std::all_of(dst.begin() + static_cast<long>(d + n - 1), dst.end(),
+                        [](unsigned char c) { return c == 0xee; }));
+    }
+  }
+  // A large std::vector (decoded into memory asked for as huge pages) and a large ArrayView.
+  std::vector<double> big(ser::kStreamCopyBytes / sizeof(double) + 3);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = 0.5 * static_cast<double>(i);
+  CHECK(round_trip(big) == big);
+  std::string bytes = ser::to_bytes(ArrayView<double>(big));
+  CHECK(ser::from_bytes<std::vector<double>>(bytes) == big);
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "dj/serialize.hpp"
 #include "sys.hpp"
 #include "wire/ring.hpp"
 
@@ -217,7 +218,7 @@ bool BulkArena::try_send(Outlet out, const Message& message, const unsigned char
                          size_t bytes) {
   unsigned char* room = reserve(bytes);
   if (!room) return false;
-  std::memcpy(room, payload, bytes);
+  ser::copy_bytes(room, payload, bytes);
   send_reserved(out, message, bytes);
   return true;
 }

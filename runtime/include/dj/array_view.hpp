@@ -72,7 +72,7 @@ struct Codec<ArrayView<T>> {
     if (aligned && r.lease()) return ArrayView<T>(reinterpret_cast<const T*>(at), n, r.lease());
     if (aligned && r.borrowed()) return ArrayView<T>(reinterpret_cast<const T*>(at), n);
     auto copy = std::make_shared<std::vector<T>>(n);
-    if (n) std::memcpy(copy->data(), at, n * sizeof(T));
+    copy_bytes(copy->data(), at, n * sizeof(T));
     const T* first = copy->data();
     return ArrayView<T>(first, n, std::move(copy));
   }

@@ -26,7 +26,64 @@
 #include "dj/error.hpp"
 #include "dj/matrix.hpp"
 
+#include <sys/mman.h>
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
 namespace dj::ser {
+
+// Copies of this many bytes and more bypass the cache (copy_bytes).
+inline constexpr size_t kStreamCopyBytes = size_t{16} << 20;
+
+// memcpy, except that a large copy (an array going to or coming from another process) goes
+// around the cache with streaming stores: it is larger than the cache's share would hold
+// anyway, and glibc's memcpy is slow for it here. Measured with Debian 12's glibc on this
+// project's 2-core EPYC VMs: up to ~128 MiB glibc copies through the cache at 8-9 GB/s where
+// streaming stores reach 12-14; above that it streams too, but at 4.3 GB/s instead of 12 when
+// the destination lies just past the source modulo 4 KiB, which is how a value in shared
+// memory and a fresh std::vector usually lie.
+inline void copy_bytes(void* dst, const void* src, size_t n) {
+#if defined(__x86_64__)
+  if (n >= kStreamCopyBytes) {
+    auto* d = static_cast<unsigned char*>(dst);
+    auto* s = static_cast<const unsigned char*>(src);
+    const size_t head = (16 - (reinterpret_cast<uintptr_t>(d) & 15)) & 15;  // to align d
+    std::memcpy(d, s, head);
+    d += head, s += head, n -= head;
+    for (; n >= 64; n -= 64, d += 64, s += 64) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 32));
+      const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + 48), e);
+    }
+    _mm_sfence();  // streaming stores are weakly ordered: done before whatever publishes them
+    std::memcpy(d, s, n);
+    return;
+  }
+#endif
+  if (n) std::memcpy(dst, src, n);
+}
+
+// n value-initialised elements, for a large array about to be copied in. Its memory is asked
+// for as huge pages before the first touch: faulting in a fresh 256 MiB costs ~230 ms in 4 KiB
+// pages on these VMs and ~40 ms in 2 MiB ones (THP is "madvise" on Debian 12).
+template <class T>
+std::vector<T> large_vector(size_t n) {
+  std::vector<T> v;
+  v.reserve(n);
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const auto lo = (reinterpret_cast<uintptr_t>(v.data()) + kHuge - 1) & ~(kHuge - 1);
+  const auto hi = reinterpret_cast<uintptr_t>(v.data() + n) & ~(kHuge - 1);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a hint only
+  v.resize(n);
+  return v;
+}
 
 // Appends bytes to a buffer, or only counts them (the size pass lets results be written once,
 // straight into the transport's buffer).
@@ -34,7 +91,7 @@ class Writer {
  public:
   explicit Writer(unsigned char* out = nullptr) : out_(out) {}
   void bytes(const void* p, size_t n) {
-    if (out_ && n) std::memcpy(out_ + size_, p, n);
+    if (out_) copy_bytes(out_ + size_, p, n);
     size_ += n;
   }
   template <class T>
@@ -52,7 +109,7 @@ class Reader {
   Reader(const unsigned char* p, size_t n) : p_(p), end_(p + n) {}
   void bytes(void* dst, size_t n) {
     need(n);
-    if (n) std::memcpy(dst, p_, n);
+    copy_bytes(dst, p_, n);
     p_ += n;
   }
   template <class T>
@@ -155,7 +212,10 @@ struct Codec<std::vector<T>> {
       // Constructed from the bytes (a memmove), not zero-filled first and then copied.
       size_t n = r.count(Codec<T>::kMinBytes);
       const auto* first = reinterpret_cast<const T*>(r.take(n * sizeof(T)));
-      return std::vector<T>(first, first + n);
+      if (n * sizeof(T) < kStreamCopyBytes) return std::vector<T>(first, first + n);
+      std::vector<T> v = large_vector<T>(n);
+      copy_bytes(v.data(), first, n * sizeof(T));
+      return v;
     } else {
       std::vector<T> v(r.count(Codec<T>::kMinBytes));
       for (size_t i = 0; i < v.size(); ++i) v[i] = Codec<T>::read(r);
