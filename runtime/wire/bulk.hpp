@@ -5,8 +5,8 @@
 // usual, and the payload is replaced by a 16-byte descriptor (u64 length, u64 token) while the
 // bytes themselves lie in the sender's BulkArena, a sealed memfd passed along with the frame
 // (SCM_RIGHTS). The receiver maps it read-only, reads the payload in place (the kernel decodes
-// its arguments straight from it; the master decodes a result straight from it), then unmaps it
-// and answers BulkFree{token}, which hands the arena back to the sender for its next payload.
+// its arguments straight from it; the master decodes a result straight from it), then answers
+// BulkFree{token}, which hands the arena back to the sender for its next payload.
 //
 // The arena stays mapped and its pages stay allocated between payloads, so a steady stream of
 // large values costs one copy into warm memory per message, where the socket cost two copies
