@@ -223,8 +223,9 @@ void WorkerServer::accept_step(int timeout_ms) {
     (void)ignored;
   }
   if (trim_pending_.load()) {
-    arena_.trim_idle(Clock::now());
-    if (views_) views_->trim_idle(Clock::now());
+    const auto trim_now = Clock::now();
+    arena_.trim_idle(trim_now);
+    if (views_) views_->trim_idle(trim_now);
     auto holds = [this] { return arena_.capacity() != 0 || (views_ && views_->holds()); };
     // Cleared before the check, so a send or a payload racing with it sets it (and wakes us)
     // again.
