@@ -29,4 +29,24 @@ inline void light_fence() noexcept {
 // A full barrier on every running thread of this process (a few microseconds).
 void heavy_fence() noexcept;
 
+// The same pair between two processes (a ring's express slot, wire/ring.cpp): the frequent side
+// pays shared_light_fence, the rare side shared_heavy_fence, membarrier's global expedited
+// command (Linux 4.16+: a full barrier on every running thread of every process registered for
+// it; ~0.6 us here). Whether this process registered, at load: only then may its light side be
+// a compiler barrier, else it is a full fence.
+extern const bool g_shared_light_fences;
+
+inline void shared_light_fence() noexcept {
+  if (g_shared_light_fences) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
+// A full barrier here and on every running thread of the processes registered for it. Returns
+// false when membarrier is refused (then only this thread's full fence was executed): a peer's
+// light fence may then not pair with it, and the caller must not sleep without a timeout.
+bool shared_heavy_fence() noexcept;
+
 }  // namespace dj::detail

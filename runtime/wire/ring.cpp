@@ -2,6 +2,7 @@
 // waiting, doorbells and futexes (see ring.hpp for the protocol).
 #include "wire/ring.hpp"
 #include "wire/bulk.hpp"
+#include "asymmetric_fence.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -321,11 +322,14 @@ bool RingLink::wait(bool slot_too) {
   uint32_t was = h.reader_asleep.load(std::memory_order_relaxed);
   h.reader_asleep.store(1, std::memory_order_relaxed);
   if (slot_too) h.slot_asleep.store(1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with publish() and post()
+  // Pairs with publish()'s full fence, and with post()'s light one: the heavy side of that
+  // pair is here, paid only by a reader about to sleep (asymmetric_fence.hpp). When membarrier
+  // is refused, a post may go unseen and unrung: the reader then wakes each millisecond.
+  const bool posts_ring = detail::shared_heavy_fence() || !slot_too;
   bool socket_ready = false;
   if (!ready()) {
     pollfd fds[2] = {{my_bell_, POLLIN, 0}, {socket_, POLLIN, 0}};
-    if (::poll(fds, 2, -1) > 0) {
+    if (::poll(fds, 2, posts_ring ? -1 : 1) > 0) {
       if (fds[0].revents & POLLIN) drain_bell();
       socket_ready = fds[1].revents != 0;
     }
@@ -339,8 +343,10 @@ void RingLink::post(uint32_t seq, uint16_t tag, size_t bytes) {
   slot_->word.store(seq | uint64_t{static_cast<uint16_t>(bytes)} << 32 |
                         uint64_t{tag & 0x7fffu} << 48 | my_slot_mark_,
                     std::memory_order_release);
-  // Pairs with the reader's fence in wait(): either it sees the message, or we see it asleep.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Pairs with the reader's heavy fence in wait(): either it sees the message, or we see it
+  // asleep. A compiler barrier only (no locked instruction on an express call's path) when
+  // this process is registered for the reader's membarrier (asymmetric_fence.hpp).
+  detail::shared_light_fence();
   if (out_->slot_asleep.load(std::memory_order_relaxed)) ring_bell(peer_bell_);
 }
 
