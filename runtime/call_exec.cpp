@@ -426,7 +426,7 @@ void numbers_fail(void* ctx, const char* message) {
 
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
-                  size_t& bytes, std::optional<CallOutcome>& other) {
+                  size_t& bytes, std::unique_ptr<CallOutcome>& other) {
   if (kernel.invoke_numbers && room >= kNumbersResultRoom) {
     g_running_generation.store(generation, std::memory_order_relaxed);
     if (!is_interrupted()) {  // else the general path below reports the cancellation
@@ -446,7 +446,7 @@ bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t ge
         SinkState state;
         state.failed = true;
         state.message = failure ? std::move(*failure) : "(no message)";
-        other = outcome_of(ctx, kernel.name, state);
+        other = std::make_unique<CallOutcome>(outcome_of(ctx, kernel.name, state));
         return true;
       }
       // -1: not the numbers-only layout (a Future argument, a malformed blob): nothing ran.
@@ -457,7 +457,7 @@ bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t ge
   if (!locate_values(blob, blob_bytes, args, count)) return false;
   g_running_generation.store(generation, std::memory_order_relaxed);
   if (is_interrupted()) {
-    other = cancelled(ctx, kernel.name);
+    other = std::make_unique<CallOutcome>(cancelled(ctx, kernel.name));
     return true;
   }
   InPlaceSink sink_state{out, room, 0, false, false, {}, {}};
@@ -475,7 +475,7 @@ bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t ge
   state.failed = sink_state.failed;
   state.message = std::move(sink_state.message);
   state.result = std::move(sink_state.spill);
-  other = outcome_of(ctx, kernel.name, state);
+  other = std::make_unique<CallOutcome>(outcome_of(ctx, kernel.name, state));
   return true;
 }
 

@@ -86,14 +86,16 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 // Future argument, more than kMaxInPlaceArgs arguments, or is malformed: the caller then
 // takes accept_call and execute_call, which resolve and report those. Otherwise true: a
 // result of up to `room` bytes is written at `out` (`bytes` of it, `other` left empty);
-// a larger one, or the error, is in `other` as execute_call would give it. A kernel with a
+// a larger one, or the error, is in `other` as execute_call would give it (a pointer, not an
+// optional: GCC 12 zero-fills a disengaged std::optional's whole payload, a `rep stos` of
+// 144 bytes on every express call, measured on its path). A kernel with a
 // numbers-only entry (dj_invoke_numbers_fn) is run through it when `room` is at least
 // kNumbersResultRoom and the blob has its layout.
 inline constexpr size_t kMaxInPlaceArgs = 8;
 inline constexpr size_t kNumbersResultRoom = 16;
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
-                  size_t& bytes, std::optional<CallOutcome>& other);
+                  size_t& bytes, std::unique_ptr<CallOutcome>& other);
 // The interrupt generation a call accepted now runs under (PendingCall::generation).
 uint64_t current_generation() noexcept;
 

@@ -23,6 +23,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 std::atomic<Cluster*> g_cluster{nullptr};
+// Set once instance() has run its first-use setup to the end: later calls return it at once
+// (a worker process never sets it, as instance() throws there before).
+std::atomic<Cluster*> g_ready_cluster{nullptr};
 
 int ms_left(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -161,6 +164,7 @@ std::shared_ptr<ArgBlob::LentRoom> Cluster::lend_room(int pid, size_t bytes) {
 }
 
 Cluster& Cluster::instance() {
+  if (Cluster* ready = g_ready_cluster.load(std::memory_order_acquire)) return *ready;
   if (myid() != 1) {
     throw Error(ErrorKind::InvalidArgument,
                 "this dj call manages the cluster and can only run on the master (pid 1), "
@@ -198,6 +202,7 @@ Cluster& Cluster::instance() {
   }();
   (void)remote_from_env;
   (void)procs_from_env;
+  g_ready_cluster.store(cluster, std::memory_order_release);
   return *cluster;
 }
 

@@ -281,9 +281,12 @@ class Cluster {
   // (in `answer`), "send it in full", or not at all (the link retired).
   enum class ExpressAnswer { kValue, kFrame, kResend, kRetired };
   // Borrows the link (caller holds read_role) until express call `seq` is answered: the value
-  // goes in `value`, a Result frame in `answer` (master_direct.cpp).
-  ExpressAnswer await_express(WorkerLink& link, uint32_t seq, std::optional<wire::Frame>& answer,
-                              std::string& value);
+  // is `value_bytes` at `value` (in the slot, valid until this thread posts again), a Result
+  // frame goes in `*answer`, allocated only when a frame is read (GCC 12 zero-fills a
+  // disengaged std::optional's payload: a `rep stos` on every call otherwise).
+  ExpressAnswer await_express(WorkerLink& link, uint32_t seq,
+                              std::unique_ptr<std::optional<wire::Frame>>& answer,
+                              const unsigned char*& value, size_t& value_bytes);
   // A direct call's use of a link (master_direct.cpp): found in the calling thread's small
   // cache of links, with no lock and no reference count, and kept from being destroyed by a
   // hazard slot of the thread's own rather than a shared_ptr (asymmetric fences pair the two:

@@ -82,6 +82,9 @@ class WorkerServer {
 
   // Serve threads.
   void serve();
+  // The reader's loop for frames (anything but an express call waiting first): reads until a
+  // call is to run here, then runs it and what queues behind it, or until an express call ran.
+  void serve_frames(ReaderRole& reader);
   void wait_for_takeover();
   void request_takeover() noexcept;
   void arm_timer(std::chrono::nanoseconds after) noexcept;

@@ -401,6 +401,13 @@ class Bytes {
 // Lent bytes are shared with what is read in place from them (dj::ArrayView), not copied.
 template <class T>
 T from_bytes(const Bytes& b) {
+  if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    if (b.size() == sizeof(T)) {  // a number's whole encoding (any other size: the error below)
+      T v;
+      std::memcpy(&v, b.data(), sizeof v);
+      return v;
+    }
+  }
   Reader r(b.data(), b.size());
   if (b.lease()) r.lend(b.lease());
   return read_whole<T>(r);
