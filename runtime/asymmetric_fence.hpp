@@ -18,13 +18,16 @@ namespace dj::detail {
 // any thread that uses the fences starts (false until then: both sides are then full fences).
 extern const bool g_asymmetric_fences;
 
-inline void light_fence() noexcept {
-  if (g_asymmetric_fences) {
+// A compiler barrier when the other side of the pair pays the heavy fence, else a full fence.
+inline void light_fence_if(bool paired_with_heavy) noexcept {
+  if (paired_with_heavy) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
   } else {
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
 }
+
+inline void light_fence() noexcept { light_fence_if(g_asymmetric_fences); }
 
 // A full barrier on every running thread of this process (a few microseconds).
 void heavy_fence() noexcept;
@@ -36,13 +39,7 @@ void heavy_fence() noexcept;
 // a compiler barrier, else it is a full fence.
 extern const bool g_shared_light_fences;
 
-inline void shared_light_fence() noexcept {
-  if (g_shared_light_fences) {
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-  } else {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
-}
+inline void shared_light_fence() noexcept { light_fence_if(g_shared_light_fences); }
 
 // A full barrier here and on every running thread of the processes registered for it. Returns
 // false when membarrier is refused (then only this thread's full fence was executed): a peer's
