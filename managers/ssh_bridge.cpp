@@ -17,11 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int ms_left(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::max<long>(left.count(), 0));
-}
-
 std::pair<Fd, Fd> make_pipe() {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2", "ssh worker stdio");

@@ -3,7 +3,9 @@
 // call, the errno text and the arguments that matter. Also DJ_CHECK for internal invariants.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <string>
 
@@ -44,6 +46,13 @@ void log_line(const std::string& line) noexcept;
 
 [[noreturn]] void check_failed(const char* file, int line, const char* cond,
                                const std::string& values);
+
+// Milliseconds left until `deadline` (0 once it has passed), for poll() and the like.
+inline int ms_left(std::chrono::steady_clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  return static_cast<int>(std::max<long>(left.count(), 0));
+}
 
 }  // namespace dj::detail
 
