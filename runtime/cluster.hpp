@@ -167,9 +167,10 @@ class Cluster {
   // call_fetch of arguments already encoded, not lent (detail::call_fetch_small).
   ser::Bytes call_fetch_small(int pid, const CallTarget& k, std::string_view args);
   // call_fetch to a same-host worker whose connection no other thread is reading: an express
-  // or compact call, answered on this thread (master_direct.cpp). nullopt when that does not
-  // apply (the full path then sends the call). Throws: the call's error.
-  std::optional<ser::Bytes> call_direct(int pid, const CallTarget& k, std::string_view args);
+  // or compact call, answered on this thread (master_direct.cpp): true with its result in
+  // `answer`, false when that does not apply (the full path then sends the call). Throws: the
+  // call's error.
+  bool call_direct(int pid, const CallTarget& k, std::string_view args, ser::Bytes& answer);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or

@@ -120,12 +120,12 @@ std::pair<std::shared_ptr<WorkerLink>, uint64_t> Cluster::register_call(
 }
 
 ser::Bytes Cluster::call_fetch_small(int pid, const CallTarget& k, std::string_view args) {
-  if (pid != 1) {
-    if (auto answer = call_direct(pid, k, args)) return std::move(*answer);
-  }
+  ser::Bytes answer;  // the one returned (no move of it on the express path)
+  if (pid != 1 && call_direct(pid, k, args, answer)) return answer;
   ArgBlob blob(pid);
   blob.bytes.assign(args.data(), args.size());
-  return call_fetch(pid, k, std::move(blob), false);
+  answer = call_fetch(pid, k, std::move(blob), false);
+  return answer;
 }
 
 ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct) {
@@ -134,7 +134,8 @@ ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, boo
     return ser::Bytes(fetch(*ref));
   }
   if (try_direct && !args.lent) {
-    if (auto answer = call_direct(pid, k, args.bytes)) return std::move(*answer);
+    ser::Bytes answer;
+    if (call_direct(pid, k, args.bytes, answer)) return answer;
   }
   auto reply = std::make_shared<Reply>();
   reply->takes_bulk = true;  // a large result is decoded where the worker wrote it

@@ -44,24 +44,38 @@ DirectCaller* claim_caller() {
 }
 
 // A thread's links: its hazard slot and a small cache of the links it called, each valid while
-// Cluster::links_epoch_ is the epoch it was cached at.
+// Cluster::links_epoch_ is the epoch it was cached at. Trivially destructible, so that reaching
+// it is one %fs-relative access: a thread_local with a destructor is reached through
+// __tls_get_addr and a guard, on every call. The slot is given back by t_release instead.
 struct DirectCache {
   struct Entry {
-    int pid = 0;
-    WorkerLink* link = nullptr;
-    uint64_t epoch = 0;
+    int pid;
+    WorkerLink* link;
+    uint64_t epoch;
   };
-  DirectCaller* caller = nullptr;
+  DirectCaller* caller;
   Entry entries[8];
-  ~DirectCache() {
-    if (!caller) return;
-    std::lock_guard lock(g_callers_mu);
-    caller->taken = false;
-    caller = nullptr;
-  }
 };
 // Initial-exec, as t_segments in shared_arrays.cpp.
-__attribute__((tls_model("initial-exec"))) thread_local DirectCache t_direct;
+__attribute__((tls_model("initial-exec"))) constinit thread_local DirectCache t_direct{};
+
+// Gives the thread's hazard slot back when the thread ends; touched only when the slot is
+// claimed (its first direct call).
+struct CallerRelease {
+  bool armed = false;
+  ~CallerRelease() {
+    if (!t_direct.caller) return;
+    std::lock_guard lock(g_callers_mu);
+    t_direct.caller->taken = false;
+    t_direct.caller = nullptr;
+  }
+};
+thread_local CallerRelease t_release;
+
+DirectCaller* claim_caller_for_thread() {
+  t_release.armed = true;  // constructed, and its destructor registered, for this thread
+  return claim_caller();
+}
 }  // namespace
 
 const ReadRole::Owner* direct_caller_mark() noexcept { return t_direct.caller; }
@@ -71,7 +85,7 @@ class Cluster::DirectUse {
   // The listed link to pid (null if none), kept alive until this use ends.
   DirectUse(Cluster& cluster, int pid) {
     DirectCache& cache = t_direct;
-    if (!cache.caller) cache.caller = claim_caller();
+    if (!cache.caller) cache.caller = claim_caller_for_thread();
     owner_ = cache.caller;
     slot_ = &cache.caller->using_link;
     DirectCache::Entry& entry = cache.entries[static_cast<unsigned>(pid) % 8];
@@ -232,14 +246,14 @@ Cluster::ExpressAnswer Cluster::await_express(WorkerLink& link, uint32_t seq,
   return how;
 }
 
-std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
-                                               std::string_view args) {
-  if (k.chunk_op != 0) return std::nullopt;
+bool Cluster::call_direct(int pid, const CallTarget& k, std::string_view args,
+                          ser::Bytes& answer_out) {
+  if (k.chunk_op != 0) return false;
   DirectUse use(*this, pid);
   WorkerLink* link = use.get();
-  if (!link || !link->ring) return std::nullopt;  // The full path says why.
+  if (!link || !link->ring) return false;  // The full path says why.
   const ReadRole::Took took = link->read_role.take_for_call(use.owner());
-  if (took == ReadRole::Took::kRefused) return std::nullopt;  // Another thread reads it.
+  if (took == ReadRole::Took::kRefused) return false;  // Another thread reads it.
   struct Parker {  // The role stays with this thread between its calls.
     WorkerLink& link;
     const ReadRole::Owner* owner;
@@ -257,10 +271,10 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
   uint64_t id = 0;
   if (express) {
     if (++link->express_seq == 0) link->express_seq = 1;  // 0 is the empty slot's
-    if (!link->try_post_express_call(link->express_seq, k, args)) return std::nullopt;
+    if (!link->try_post_express_call(link->express_seq, k, args)) return false;
   } else {
     id = kDirectIdBit | g_next_direct_id.fetch_add(1, std::memory_order_relaxed);
-    if (!link->try_send_compact_call(id, k, args)) return std::nullopt;
+    if (!link->try_send_compact_call(id, k, args)) return false;
   }
   // Counted in flight for Ctrl-C and the heartbeat, as any call. An answer that comes as a
   // frame goes in `framed`, allocated only then (see await_express).
@@ -283,11 +297,10 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
     wake();  // The I/O thread starts its re-arm tick.
   }
   if (how == ExpressAnswer::kValue) {
-    // Built once, in place (a string constructed, not assigned: half the instructions).
-    return std::optional<ser::Bytes>(
-        std::in_place, std::string(reinterpret_cast<const char*>(value), value_bytes));
+    answer_out = ser::Bytes(std::string(reinterpret_cast<const char*>(value), value_bytes));
+    return true;
   }
-  if (how == ExpressAnswer::kResend) return std::nullopt;
+  if (how == ExpressAnswer::kResend) return false;
   if (!framed || !*framed) {
     // Retired while we waited: report it as the full path's waiters hear it.
     std::lock_guard lock(mu_);
@@ -299,14 +312,16 @@ std::optional<ser::Bytes> Cluster::call_direct(int pid, const CallTarget& k,
   }
   wire::Frame& answer = **framed;
   auto& result = std::get<wire::Result>(answer.message);
-  if (result.resend_in_full) return std::nullopt;
+  if (result.resend_in_full) return false;
   if (!result.ok) throw to_error(result.error);
   if (answer.bulk) {
     const unsigned char* data = answer.bulk->data();
     size_t size = answer.bulk->size();
-    return ser::Bytes(data, size, std::move(answer.bulk));
+    answer_out = ser::Bytes(data, size, std::move(answer.bulk));
+  } else {
+    answer_out = ser::Bytes(std::move(answer.payload));
   }
-  return ser::Bytes(std::move(answer.payload));
+  return true;
 }
 
 }  // namespace dj::detail
