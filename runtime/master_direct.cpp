@@ -29,20 +29,6 @@ struct DirectCaller : ReadRole::Owner {
 std::mutex g_callers_mu;
 DirectCaller* g_callers = nullptr;  // guarded by g_callers_mu
 
-DirectCaller* claim_caller() {
-  std::lock_guard lock(g_callers_mu);
-  for (DirectCaller* c = g_callers; c; c = c->next) {
-    if (!c->taken) {
-      c->taken = true;
-      return c;
-    }
-  }
-  auto* fresh = new DirectCaller;
-  fresh->next = g_callers;
-  g_callers = fresh;
-  return fresh;
-}
-
 // A thread's links: its hazard slot and a small cache of the links it called, each valid while
 // Cluster::links_epoch_ is the epoch it was cached at. Trivially destructible, so that reaching
 // it is one %fs-relative access: a thread_local with a destructor is reached through
@@ -72,9 +58,20 @@ struct CallerRelease {
 };
 thread_local CallerRelease t_release;
 
-DirectCaller* claim_caller_for_thread() {
+// A hazard slot for the calling thread (its first direct call), given back when it ends.
+DirectCaller* claim_caller() {
   t_release.armed = true;  // constructed, and its destructor registered, for this thread
-  return claim_caller();
+  std::lock_guard lock(g_callers_mu);
+  for (DirectCaller* c = g_callers; c; c = c->next) {
+    if (!c->taken) {
+      c->taken = true;
+      return c;
+    }
+  }
+  auto* fresh = new DirectCaller;
+  fresh->next = g_callers;
+  g_callers = fresh;
+  return fresh;
 }
 }  // namespace
 
@@ -85,7 +82,7 @@ class Cluster::DirectUse {
   // The listed link to pid (null if none), kept alive until this use ends.
   DirectUse(Cluster& cluster, int pid) {
     DirectCache& cache = t_direct;
-    if (!cache.caller) cache.caller = claim_caller_for_thread();
+    if (!cache.caller) cache.caller = claim_caller();
     owner_ = cache.caller;
     slot_ = &cache.caller->using_link;
     DirectCache::Entry& entry = cache.entries[static_cast<unsigned>(pid) % 8];
