@@ -183,6 +183,11 @@ ser::Bytes call_fetch_small(int pid, const CallTarget& k, const unsigned char* b
   return Cluster::instance().call_fetch_small(
       pid, k, std::string_view(reinterpret_cast<const char*>(blob), size));
 }
+void call_fetch_number(int pid, const CallTarget& k, const unsigned char* blob, size_t size,
+                       void* out, size_t want) {
+  Cluster::instance().call_fetch_number(
+      pid, k, std::string_view(reinterpret_cast<const char*>(blob), size), out, want);
+}
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {
   auto ref = Cluster::instance().call_store(pid, k, std::move(args));
   if (pid != 1) Cluster::instance().flush_corked(pid);

@@ -166,11 +166,26 @@ class Cluster {
   ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct = true);
   // call_fetch of arguments already encoded, not lent (detail::call_fetch_small).
   ser::Bytes call_fetch_small(int pid, const CallTarget& k, std::string_view args);
+  // call_fetch_small of a kernel whose result is a number of `want` bytes, into `out`
+  // (detail::call_fetch_number).
+  void call_fetch_number(int pid, const CallTarget& k, std::string_view args, void* out,
+                         size_t want);
+  // Where call_direct puts its result: into `number` when that is set (a kernel's numeric
+  // result, which must be `number_bytes` long), else into `*bytes`.
+  struct DirectAnswer {
+    ser::Bytes* bytes = nullptr;
+    void* number = nullptr;
+    size_t number_bytes = 0;
+  };
+  // A numeric result's `size` bytes into `out`. Throws: InvalidArgument when they are not the
+  // `want` bytes of its type (a worker that answers out of turn).
+  static void copy_number(const unsigned char* data, size_t size, void* out, size_t want);
   // call_fetch to a same-host worker whose connection no other thread is reading: an express
-  // or compact call, answered on this thread (master_direct.cpp): true with its result in
-  // `answer`, false when that does not apply (the full path then sends the call). Throws: the
-  // call's error.
-  bool call_direct(int pid, const CallTarget& k, std::string_view args, ser::Bytes& answer);
+  // or compact call, answered on this thread (master_direct.cpp): true with its result put
+  // where `answer` says, false when that does not apply (the full path then sends the call).
+  // Throws: the call's error.
+  bool call_direct(int pid, const CallTarget& k, std::string_view args,
+                   const DirectAnswer& answer);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or

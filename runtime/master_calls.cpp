@@ -121,11 +121,20 @@ std::pair<std::shared_ptr<WorkerLink>, uint64_t> Cluster::register_call(
 
 ser::Bytes Cluster::call_fetch_small(int pid, const CallTarget& k, std::string_view args) {
   ser::Bytes answer;  // the one returned (no move of it on the express path)
-  if (pid != 1 && call_direct(pid, k, args, answer)) return answer;
+  if (pid != 1 && call_direct(pid, k, args, {&answer})) return answer;
   ArgBlob blob(pid);
   blob.bytes.assign(args.data(), args.size());
   answer = call_fetch(pid, k, std::move(blob), false);
   return answer;
+}
+
+void Cluster::call_fetch_number(int pid, const CallTarget& k, std::string_view args, void* out,
+                                size_t want) {
+  if (pid != 1 && call_direct(pid, k, args, {nullptr, out, want})) return;
+  ArgBlob blob(pid);
+  blob.bytes.assign(args.data(), args.size());
+  const ser::Bytes answer = call_fetch(pid, k, std::move(blob), false);
+  copy_number(answer.data(), answer.size(), out, want);
 }
 
 ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct) {
@@ -135,7 +144,7 @@ ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, boo
   }
   if (try_direct && !args.lent) {
     ser::Bytes answer;
-    if (call_direct(pid, k, args.bytes, answer)) return answer;
+    if (call_direct(pid, k, args.bytes, {&answer})) return answer;
   }
   auto reply = std::make_shared<Reply>();
   reply->takes_bulk = true;  // a large result is decoded where the worker wrote it

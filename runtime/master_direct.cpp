@@ -243,8 +243,17 @@ Cluster::ExpressAnswer Cluster::await_express(WorkerLink& link, uint32_t seq,
   return how;
 }
 
+void Cluster::copy_number(const unsigned char* data, size_t size, void* out, size_t want) {
+  if (size != want) {
+    throw Error(ErrorKind::InvalidArgument,
+                "dj: a result of " + std::to_string(size) + " bytes where a number of " +
+                    std::to_string(want) + " bytes was expected");
+  }
+  std::memcpy(out, data, want);
+}
+
 bool Cluster::call_direct(int pid, const CallTarget& k, std::string_view args,
-                          ser::Bytes& answer_out) {
+                          const DirectAnswer& answer_out) {
   if (k.chunk_op != 0) return false;
   DirectUse use(*this, pid);
   WorkerLink* link = use.get();
@@ -294,7 +303,12 @@ bool Cluster::call_direct(int pid, const CallTarget& k, std::string_view args,
     wake();  // The I/O thread starts its re-arm tick.
   }
   if (how == ExpressAnswer::kValue) {
-    answer_out = ser::Bytes(std::string(reinterpret_cast<const char*>(value), value_bytes));
+    if (answer_out.number) {
+      copy_number(value, value_bytes, answer_out.number, answer_out.number_bytes);
+    } else {
+      *answer_out.bytes =
+          ser::Bytes(std::string(reinterpret_cast<const char*>(value), value_bytes));
+    }
     return true;
   }
   if (how == ExpressAnswer::kResend) return false;
@@ -311,12 +325,18 @@ bool Cluster::call_direct(int pid, const CallTarget& k, std::string_view args,
   auto& result = std::get<wire::Result>(answer.message);
   if (result.resend_in_full) return false;
   if (!result.ok) throw to_error(result.error);
-  if (answer.bulk) {
+  if (answer_out.number) {
+    const bool bulk = answer.bulk != nullptr;
+    copy_number(bulk ? answer.bulk->data()
+                     : reinterpret_cast<const unsigned char*>(answer.payload.data()),
+                bulk ? answer.bulk->size() : answer.payload.size(), answer_out.number,
+                answer_out.number_bytes);
+  } else if (answer.bulk) {
     const unsigned char* data = answer.bulk->data();
     size_t size = answer.bulk->size();
-    answer_out = ser::Bytes(data, size, std::move(answer.bulk));
+    *answer_out.bytes = ser::Bytes(data, size, std::move(answer.bulk));
   } else {
-    answer_out = ser::Bytes(std::move(answer.payload));
+    *answer_out.bytes = ser::Bytes(std::move(answer.payload));
   }
   return true;
 }

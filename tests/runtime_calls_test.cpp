@@ -66,6 +66,7 @@ TEST_CASE("with no workers, spawn runs on the master itself", "[calls]") {
   Future<double> f = spawn(k.add, 3.0, 3.0);
   CHECK(f.where() == 1);
   CHECK(fetch(f) == 6.0);
+  CHECK(remotecall_fetch(k.add, 1, 2.0, 3.0) == 5.0);
   CHECK(fetch(spawn(k.whoami)) == 1);
 }
 
@@ -169,6 +170,27 @@ TEST_CASE("a call whose types differ from the kernel's signature is refused nami
                       Contains("has signature (f64,f64)->f64, not (f32)->f32"));
   REQUIRE_THROWS_WITH(k.plugin.kernel<float(float)>("nope"), Contains("has no kernel 'nope'"));
   CHECK(remotecall_fetch(k.add, 2, 1.0, 1.0) == 2.0);  // the worker is fine
+}
+
+TEST_CASE("a numeric result of the wrong size from a buggy plugin is refused, and the worker goes on", "[calls][errors]") {
+  addprocs(1);
+  Kernels k;
+  Plugin bad = everywhere(test::plugin("short_result"));
+  for (const char* name : {"short_invoke", "short_numbers"}) {
+    auto short_kernel = bad.kernel<double(double)>(name);
+    for (int pid : {1, 2}) {  // the master itself; a same-host worker (express path)
+      INFO(name << " on pid " << pid);
+      try {
+        remotecall_fetch(short_kernel, pid, 1.0);
+        FAIL("a 4-byte answer was taken for a double");
+      } catch (const Error& e) {
+        CHECK(e.kind() == ErrorKind::InvalidArgument);
+        CHECK_THAT(e.what(), Contains("a result of 4 bytes where a number of 8 bytes"));
+      }
+      CHECK_THROWS_AS(fetch(spawnat(pid, short_kernel, 1.0)), Error);
+    }
+  }
+  CHECK(remotecall_fetch(k.add, 2, 1.0, 1.0) == 2.0);
 }
 
 TEST_CASE("a kernel that throws gives a RemoteFailure with worker, kernel and message", "[calls][errors]") {

@@ -230,6 +230,11 @@ ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args);
 // call_fetch of an argument blob already encoded (small arithmetic arguments, see
 // remotecall_fetch): no ArgBlob, no allocation, on the same-host express path.
 ser::Bytes call_fetch_small(int pid, const CallTarget& k, const unsigned char* blob, size_t size);
+// call_fetch_small of a kernel whose result is a number of `want` bytes (not bool): the result
+// into `out`, with nothing built on the way on the same-host express path. Throws: the call's
+// error; InvalidArgument when the answer is not `want` bytes long.
+void call_fetch_number(int pid, const CallTarget& k, const unsigned char* blob, size_t size,
+                       void* out, size_t want);
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args);
 void call_discard(int pid, const CallTarget& k, ArgBlob&& args);
 int least_loaded_worker();
@@ -252,16 +257,19 @@ class Kernel<R(A...)> {
  public:
   explicit Kernel(std::string name)
       : name_(std::make_shared<const std::string>(std::move(name))),
-        id_(detail::kernel_id(*name_)) {}
+        id_(detail::kernel_id(*name_)),
+        signature_(&ser::call_signature<R, A...>()),
+        signature_id_(detail::signature_id<R, A...>()) {}
   const std::string& name() const { return *name_; }
-  const std::string& signature() const { return ser::call_signature<R, A...>(); }
-  detail::CallTarget target() const {
-    return {name_.get(), id_, &signature(), 0, detail::signature_id<R, A...>()};
-  }
+  const std::string& signature() const { return *signature_; }
+  detail::CallTarget target() const { return {name_.get(), id_, signature_, 0, signature_id_}; }
 
  private:
   std::shared_ptr<const std::string> name_;
   uint64_t id_;
+  // Held, not looked up per call: each lookup is a function-local static's guard.
+  const std::string* signature_;
+  uint64_t signature_id_;
 };
 
 // The result of a remote call, living on the process that computed it. Copies share one
@@ -418,16 +426,22 @@ size_t encode_small_args(unsigned char* out, const Args&... args) {
 // Blocks: until the result arrives. Throws: the call's error.
 template <class R, class... A, class... Args>
 R remotecall_fetch(const Kernel<R(A...)>& k, int pid, const Args&... args) {
-  const ser::Bytes bytes = [&] {  // initialised in place, not assigned
-    if constexpr (detail::kSmallArgs<A...> && (std::is_arithmetic_v<Args> && ...)) {
-      unsigned char blob[4 + sizeof...(A) * (9 + 8)];
-      const size_t size = detail::encode_small_args<A...>(blob, args...);
-      return detail::call_fetch_small(pid, k.target(), blob, size);
+  if constexpr (detail::kSmallArgs<A...> && (std::is_arithmetic_v<Args> && ...)) {
+    unsigned char blob[4 + sizeof...(A) * (9 + 8)];
+    const size_t size = detail::encode_small_args<A...>(blob, args...);
+    if constexpr (std::is_arithmetic_v<R> && !std::is_same_v<R, bool>) {
+      R value;  // a number's encoding is its bytes (bool's codec checks its byte: not here)
+      detail::call_fetch_number(pid, k.target(), blob, size, &value, sizeof value);
+      return value;
     } else {
-      return detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
+      const ser::Bytes bytes = detail::call_fetch_small(pid, k.target(), blob, size);
+      if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
     }
-  }();
-  if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
+  } else {
+    const ser::Bytes bytes =
+        detail::call_fetch(pid, k.target(), detail::encode_args<A...>(pid, args...));
+    if constexpr (!std::is_void_v<R>) return ser::from_bytes<R>(bytes);
+  }
 }
 
 // remotecall, then wait until the result is computed (it stays on the worker).

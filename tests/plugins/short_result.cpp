@@ -1,0 +1,29 @@
+// A buggy plugin written without DJ_PLUGIN: its kernels claim to return a double (8 bytes) and
+// answer 4. The master must refuse such an answer by its size, on every path a numeric result
+// takes (the same-host express slot, the numbers-only entry, the master itself).
+#include <cstring>
+#include <dj/plugin_abi.h>
+
+namespace {
+// Through invoke: a 4-byte result from the sink.
+void short_invoke(const dj_arg*, size_t, dj_sink* sink) {
+  const float half = 0.5f;
+  std::memcpy(sink->reserve(sink->ctx, sizeof half), &half, sizeof half);
+}
+// Through invoke_numbers: 4 bytes written, 4 returned.
+long short_numbers(const unsigned char*, size_t, unsigned char* out, dj_sink*) {
+  const float half = 0.5f;
+  std::memcpy(out, &half, sizeof half);
+  return sizeof half;
+}
+const dj_kernel_entry kEntries[] = {
+    {"short_invoke", "(f64)->f64", &short_invoke, nullptr},
+    {"short_numbers", "(f64)->f64", &short_invoke, &short_numbers},
+};
+const dj_plugin_descriptor kDescriptor = {DJ_PLUGIN_ABI_VERSION, 2, "short_result", kEntries};
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) const dj_plugin_descriptor*
+dj_plugin_descriptor_v1(void) {
+  return &kDescriptor;
+}
