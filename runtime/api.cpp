@@ -185,8 +185,13 @@ ser::Bytes call_fetch_small(int pid, const CallTarget& k, const unsigned char* b
 }
 void call_fetch_number(int pid, const CallTarget& k, const unsigned char* blob, size_t size,
                        void* out, size_t want) {
-  Cluster::instance().call_fetch_number(
-      pid, k, std::string_view(reinterpret_cast<const char*>(blob), size), out, want);
+  Cluster& cluster = Cluster::instance();
+  const std::string_view args(reinterpret_cast<const char*>(blob), size);
+  if (pid != 1 && cluster.call_direct(pid, k, args, {nullptr, out, want})) return;
+  ArgBlob full(pid);
+  full.bytes.assign(args.data(), args.size());
+  const ser::Bytes answer = cluster.call_fetch(pid, k, std::move(full), false);
+  Cluster::copy_number(answer.data(), answer.size(), out, want);
 }
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {
   auto ref = Cluster::instance().call_store(pid, k, std::move(args));

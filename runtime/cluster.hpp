@@ -166,10 +166,6 @@ class Cluster {
   ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct = true);
   // call_fetch of arguments already encoded, not lent (detail::call_fetch_small).
   ser::Bytes call_fetch_small(int pid, const CallTarget& k, std::string_view args);
-  // call_fetch_small of a kernel whose result is a number of `want` bytes, into `out`
-  // (detail::call_fetch_number).
-  void call_fetch_number(int pid, const CallTarget& k, std::string_view args, void* out,
-                         size_t want);
   // Where call_direct puts its result: into `number` when that is set (a kernel's numeric
   // result, which must be `number_bytes` long), else into `*bytes`.
   struct DirectAnswer {

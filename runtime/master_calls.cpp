@@ -128,15 +128,6 @@ ser::Bytes Cluster::call_fetch_small(int pid, const CallTarget& k, std::string_v
   return answer;
 }
 
-void Cluster::call_fetch_number(int pid, const CallTarget& k, std::string_view args, void* out,
-                                size_t want) {
-  if (pid != 1 && call_direct(pid, k, args, {nullptr, out, want})) return;
-  ArgBlob blob(pid);
-  blob.bytes.assign(args.data(), args.size());
-  const ser::Bytes answer = call_fetch(pid, k, std::move(blob), false);
-  copy_number(answer.data(), answer.size(), out, want);
-}
-
 ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct) {
   if (pid == 1) {
     auto ref = call_store(1, k, std::move(args));
