@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -175,7 +176,15 @@ class Cluster {
   };
   // A numeric result's `size` bytes into `out`. Throws: InvalidArgument when they are not the
   // `want` bytes of its type (a worker that answers out of turn).
-  static void copy_number(const unsigned char* data, size_t size, void* out, size_t want);
+  static void copy_number(const unsigned char* data, size_t size, void* out, size_t want) {
+    if (size != want) throw_number_size(size, want);
+    if (want == 8) {
+      std::memcpy(out, data, 8);  // a constant size: no call to memcpy
+    } else {
+      std::memcpy(out, data, want);
+    }
+  }
+  [[noreturn]] static void throw_number_size(size_t size, size_t want);
   // call_fetch to a same-host worker whose connection no other thread is reading: an express
   // or compact call, answered on this thread (master_direct.cpp): true with its result put
   // where `answer` says, false when that does not apply (the full path then sends the call).

@@ -243,13 +243,10 @@ Cluster::ExpressAnswer Cluster::await_express(WorkerLink& link, uint32_t seq,
   return how;
 }
 
-void Cluster::copy_number(const unsigned char* data, size_t size, void* out, size_t want) {
-  if (size != want) {
-    throw Error(ErrorKind::InvalidArgument,
-                "dj: a result of " + std::to_string(size) + " bytes where a number of " +
-                    std::to_string(want) + " bytes was expected");
-  }
-  std::memcpy(out, data, want);
+void Cluster::throw_number_size(size_t size, size_t want) {
+  throw Error(ErrorKind::InvalidArgument, "dj: a result of " + std::to_string(size) +
+                                              " bytes where a number of " +
+                                              std::to_string(want) + " bytes was expected");
 }
 
 bool Cluster::call_direct(int pid, const CallTarget& k, std::string_view args,
