@@ -175,7 +175,7 @@ class Cluster {
     size_t number_bytes = 0;
   };
   // A numeric result's `size` bytes into `out`. Throws: InvalidArgument when they are not the
-  // `want` bytes of its type (a worker that answers out of turn).
+  // `want` bytes of its type (a plugin whose kernel answers other than its signature says).
   static void copy_number(const unsigned char* data, size_t size, void* out, size_t want) {
     if (size != want) throw_number_size(size, want);
     if (want == 8) {
