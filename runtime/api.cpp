@@ -187,9 +187,7 @@ namespace {
 // call_fetch_number's full path, out of line: the express path's frame stays small.
 [[gnu::noinline]] void call_fetch_number_in_full(Cluster& cluster, int pid, const CallTarget& k,
                                                  std::string_view args, void* out, size_t want) {
-  ArgBlob full(pid);
-  full.bytes.assign(args.data(), args.size());
-  const ser::Bytes answer = cluster.call_fetch(pid, k, std::move(full), false);
+  const ser::Bytes answer = cluster.call_fetch_in_full(pid, k, args);
   Cluster::copy_number(answer.data(), answer.size(), out, want);
 }
 }  // namespace

@@ -167,6 +167,9 @@ class Cluster {
   ser::Bytes call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct = true);
   // call_fetch of arguments already encoded, not lent (detail::call_fetch_small).
   ser::Bytes call_fetch_small(int pid, const CallTarget& k, std::string_view args);
+  // call_fetch of arguments already encoded, once call_direct has been tried (a copy of them
+  // goes by the full path).
+  ser::Bytes call_fetch_in_full(int pid, const CallTarget& k, std::string_view args);
   // Where call_direct puts its result: into `number` when that is set (a kernel's numeric
   // result, which must be `number_bytes` long), else into `*bytes`.
   struct DirectAnswer {

@@ -122,10 +122,14 @@ std::pair<std::shared_ptr<WorkerLink>, uint64_t> Cluster::register_call(
 ser::Bytes Cluster::call_fetch_small(int pid, const CallTarget& k, std::string_view args) {
   ser::Bytes answer;  // the one returned (no move of it on the express path)
   if (pid != 1 && call_direct(pid, k, args, {&answer})) return answer;
+  answer = call_fetch_in_full(pid, k, args);
+  return answer;
+}
+
+ser::Bytes Cluster::call_fetch_in_full(int pid, const CallTarget& k, std::string_view args) {
   ArgBlob blob(pid);
   blob.bytes.assign(args.data(), args.size());
-  answer = call_fetch(pid, k, std::move(blob), false);
-  return answer;
+  return call_fetch(pid, k, std::move(blob), false);
 }
 
 ser::Bytes Cluster::call_fetch(int pid, const CallTarget& k, ArgBlob&& args, bool try_direct) {
