@@ -332,14 +332,13 @@ bool FrameReader::ready(bool socket_event) {
   return buffered() > 0 || eof_ || ring_->readable() > 0;
 }
 
-bool FrameReader::wait_frame_or_slot() {
+bool FrameReader::wait_frame_or_slot_slow() {
   for (;;) {
-    if (!ring_ || buffered() > 0 || eof_) return false;
-    // The slot first: the peer published its earlier frames before it posted.
-    bool slot = ring_->slot_waiting();
+    if (ring_->wait(true)) pump_socket();
+    if (buffered() > 0 || eof_) return false;
+    const bool slot = ring_->slot_waiting();
     if (ring_->readable() > 0) return false;
     if (slot) return true;
-    if (ring_->wait(true)) pump_socket();
   }
 }
 

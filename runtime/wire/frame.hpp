@@ -132,7 +132,13 @@ class FrameReader {
   // news on the socket) or the ring's express slot holds a message. Returns true for the
   // slot, which comes only when nothing was written before it: frames the peer wrote first
   // are read first. Without a ring: returns false at once.
-  bool wait_frame_or_slot();
+  bool wait_frame_or_slot() {
+    if (!ring_ || buffered() > 0 || eof_) return false;
+    // The slot first: the peer published its earlier frames before it posted.
+    const bool slot = ring_->slot_waiting();
+    if (ring_->readable() > 0) return false;
+    return slot || wait_frame_or_slot_slow();
+  }
   // Whether another frame is waiting after next(): wholly buffered, or bytes in the ring.
   bool more_waiting() const;
   // Bytes read from the fd so far; safe to read from any thread (progress of a long frame).
@@ -140,6 +146,7 @@ class FrameReader {
 
  private:
   bool fill(size_t at_least);  // false on EOF
+  bool wait_frame_or_slot_slow();  // wait_frame_or_slot when nothing is there yet
   ssize_t read_some(char* at, size_t n);
   // Reads from the socket, keeping passed descriptors (flags: MSG_DONTWAIT or 0).
   ssize_t receive(char* at, size_t n, int flags);

@@ -37,15 +37,6 @@ struct RingLink::Header {
   std::atomic<uint32_t> slot_asleep;          // reader: ring my doorbell after posting
 };
 
-// The express slot, shared by both directions: a call and its answer take turns in it, so
-// that, as with a flag two processes ping-pong, each message is one cache line moving to the
-// other core. The message's sequence number, size, tag and writer are one word, and the 56
-// bytes after it share its line.
-struct RingLink::Slot {
-  alignas(64) std::atomic<uint64_t> word;  // seq | bytes << 32 | tag << 48 | from master << 63
-  unsigned char data[kSlotBytes];
-};
-
 namespace {
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free &&
@@ -56,7 +47,6 @@ constexpr size_t kHeaderPage = 4096;
 // In the header page: the two ring headers at 0 and 256 (master -> worker, then worker ->
 // master), the express slot at 1024.
 constexpr size_t kSlotOffset = 1024;
-constexpr uint64_t kFromMaster = uint64_t{1} << 63;
 constexpr size_t kMinRing = 4096, kMaxRing = size_t{64} << 20;
 
 using Clock = std::chrono::steady_clock;
@@ -189,6 +179,8 @@ RingLink::RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap
   in_ = master ? to_master : to_worker;
   out_data_ = master ? to_worker_data : to_master_data;
   in_data_ = master ? to_master_data : to_worker_data;
+  in_tail_ = &in_->tail;
+  peer_slot_asleep_ = &out_->slot_asleep;
   out_head_seen_ = out_->head.load(std::memory_order_acquire);
   in_head_ = in_->head.load(std::memory_order_acquire);
   static_assert(kSlotOffset + sizeof(Slot) <= kHeaderPage);
@@ -267,7 +259,9 @@ size_t RingLink::room(uint64_t tail, size_t wanted) {
     uint64_t used = tail - out_head_seen_;
     if (used > cap_) throw corrupt(used, cap_);
     if (cap_ - used >= wanted || reloaded) return cap_ - static_cast<size_t>(used);
-    out_head_seen_ = out_->head.load(std::memory_order_acquire);
+    in_tail_ = &in_->tail;
+  peer_slot_asleep_ = &out_->slot_asleep;
+  out_head_seen_ = out_->head.load(std::memory_order_acquire);
   }
 }
 
@@ -282,11 +276,15 @@ void RingLink::write_with_fd(const iovec* iov, int count, int fd) {
   send_with_fds(socket_, &one, 1, &fd, 1);
 }
 
-size_t RingLink::readable() const {
-  uint64_t used = in_->tail.load(std::memory_order_acquire) - in_head_;
-  if (used > cap_) throw corrupt(used, cap_);
-  return static_cast<size_t>(used);
+void RingLink::throw_corrupt(uint64_t used) const { throw corrupt(used, cap_); }
+
+void RingLink::throw_corrupt_slot(size_t bytes) {
+  throw Error(ErrorKind::InvalidArgument,
+              "dj ring: corrupt express slot (" + std::to_string(bytes) + " bytes in a slot of " +
+                  std::to_string(kSlotBytes) + ")");
 }
+
+void RingLink::ring_peer() { ring_bell(peer_bell_); }
 
 size_t RingLink::read(char* at, size_t n) {
   Header& h = *in_;
@@ -337,35 +335,6 @@ bool RingLink::wait(bool slot_too) {
   h.reader_asleep.store(was, std::memory_order_relaxed);
   if (slot_too) h.slot_asleep.store(0, std::memory_order_relaxed);
   return socket_ready;
-}
-
-void RingLink::post(uint32_t seq, uint16_t tag, size_t bytes) {
-  slot_->word.store(seq | uint64_t{static_cast<uint16_t>(bytes)} << 32 |
-                        uint64_t{tag & 0x7fffu} << 48 | my_slot_mark_,
-                    std::memory_order_release);
-  // Pairs with the reader's heavy fence in wait(): either it sees the message, or we see it
-  // asleep. A compiler barrier only (no locked instruction on an express call's path) when
-  // this process is registered for the reader's membarrier (asymmetric_fence.hpp).
-  detail::shared_light_fence();
-  if (out_->slot_asleep.load(std::memory_order_relaxed)) ring_bell(peer_bell_);
-}
-
-bool RingLink::slot_waiting() const {
-  const uint64_t word = slot_->word.load(std::memory_order_acquire);
-  return (word & kFromMaster) != my_slot_mark_ && static_cast<uint32_t>(word) != slot_taken_;
-}
-
-RingLink::SlotMessage RingLink::take_slot() {
-  const uint64_t word = slot_->word.load(std::memory_order_acquire);
-  SlotMessage m{static_cast<uint32_t>(word), static_cast<uint16_t>((word >> 48) & 0x7fff),
-                slot_->data, static_cast<uint16_t>(word >> 32)};
-  if (m.bytes > kSlotBytes) {
-    throw Error(ErrorKind::InvalidArgument,
-                "dj ring: corrupt express slot (" + std::to_string(m.bytes) +
-                    " bytes in a slot of " + std::to_string(kSlotBytes) + ")");
-  }
-  slot_taken_ = m.seq;
-  return m;
 }
 
 void RingLink::set_asleep(bool asleep) {

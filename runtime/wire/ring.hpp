@@ -43,6 +43,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "asymmetric_fence.hpp"
+
 namespace dj::wire {
 
 inline constexpr size_t kRingBytes = size_t{256} << 10;
@@ -97,7 +99,11 @@ class RingLink {
 
   // Reader. Bytes waiting in the incoming ring. Throws: InvalidArgument if its positions are
   // corrupt.
-  size_t readable() const;
+  size_t readable() const {
+    const uint64_t used = in_tail_->load(std::memory_order_acquire) - in_head_;
+    if (used > cap_) throw_corrupt(used);
+    return static_cast<size_t>(used);
+  }
   // Copies up to n waiting bytes out (0: none waiting). Never blocks.
   size_t read(char* at, size_t n);
   // Waits until readable() (or slot_waiting(), with `slot_too`), or until the socket has
@@ -119,9 +125,22 @@ class RingLink {
   unsigned char* slot() { return slot_data_; }
   // Publishes `bytes` written at slot() under `seq` (never 0, never the last one posted) with
   // a tag (15 bits) for the reader, ringing the doorbell if the reader sleeps. Never blocks.
-  void post(uint32_t seq, uint16_t tag, size_t bytes);
+  // (Inline, as the slot's reading: these are an express call's whole transport.)
+  void post(uint32_t seq, uint16_t tag, size_t bytes) {
+    slot_->word.store(seq | uint64_t{static_cast<uint16_t>(bytes)} << 32 |
+                          uint64_t{tag & 0x7fffu} << 48 | my_slot_mark_,
+                      std::memory_order_release);
+    // Pairs with the reader's heavy fence in wait(): either it sees the message, or we see it
+    // asleep. A compiler barrier only (no locked instruction on an express call's path) when
+    // this process is registered for the reader's membarrier (asymmetric_fence.hpp).
+    detail::shared_light_fence();
+    if (peer_slot_asleep_->load(std::memory_order_relaxed)) ring_peer();
+  }
   // Express slot, reader. Whether the slot holds a message from the peer not yet taken.
-  bool slot_waiting() const;
+  bool slot_waiting() const {
+    const uint64_t word = slot_->word.load(std::memory_order_acquire);
+    return (word & kFromMaster) != my_slot_mark_ && static_cast<uint32_t>(word) != slot_taken_;
+  }
   struct SlotMessage {
     uint32_t seq;
     uint16_t tag;
@@ -130,11 +149,29 @@ class RingLink {
   };
   // Takes the waiting message (slot_waiting() was true). Throws: InvalidArgument if its size
   // is corrupt.
-  SlotMessage take_slot();
+  SlotMessage take_slot() {
+    const uint64_t word = slot_->word.load(std::memory_order_acquire);
+    SlotMessage m{static_cast<uint32_t>(word), static_cast<uint16_t>((word >> 48) & 0x7fff),
+                  slot_->data, static_cast<uint16_t>(word >> 32)};
+    if (m.bytes > kSlotBytes) throw_corrupt_slot(m.bytes);
+    slot_taken_ = m.seq;
+    return m;
+  }
 
  private:
   struct Header;
-  struct Slot;
+  // The express slot, shared by both directions: a call and its answer take turns in it, so
+  // that, as with a flag two processes ping-pong, each message is one cache line moving to the
+  // other core. The message's sequence number, size, tag and writer are one word, and the 56
+  // bytes after it share its line.
+  struct Slot {
+    alignas(64) std::atomic<uint64_t> word;  // seq | bytes << 32 | tag << 48 | from master << 63
+    unsigned char data[kSlotBytes];
+  };
+  static constexpr uint64_t kFromMaster = uint64_t{1} << 63;
+  [[noreturn, gnu::cold]] void throw_corrupt(uint64_t used) const;
+  [[noreturn, gnu::cold]] static void throw_corrupt_slot(size_t bytes);
+  void ring_peer();  // rings the peer's doorbell
   RingLink(int socket, int memfd, int my_bell, int peer_bell, size_t cap, bool master);
   void publish(Header& h, uint64_t tail);
   void wait_for_room(Header& h);
@@ -148,6 +185,8 @@ class RingLink {
   size_t map_bytes_ = 0;
   Header* out_ = nullptr;  // the ring this side writes
   Header* in_ = nullptr;   // the ring this side reads
+  const std::atomic<uint64_t>* in_tail_ = nullptr;       // in_->tail
+  const std::atomic<uint32_t>* peer_slot_asleep_ = nullptr;  // out_->slot_asleep
   unsigned char* out_data_ = nullptr;
   unsigned char* in_data_ = nullptr;
   uint64_t out_head_seen_ = 0;  // writer: the reader's position when last loaded
