@@ -13,12 +13,12 @@
 #include "type_walk.hpp"
 
 namespace dj::detail {
-namespace {
 
-// Interrupt generations (see interrupt_all): the process-wide count, and the one the running
-// call was accepted under.
+// Interrupt generations (see interrupt_all).
 std::atomic<uint64_t> g_interrupt_generation{0};
 std::atomic<uint64_t> g_running_generation{0};
+
+namespace {
 
 // Collects a kernel's result through the plugin ABI's sink.
 struct SinkState {
@@ -415,43 +415,26 @@ unsigned char* in_place_reserve(void* ctx, size_t bytes) {
   return reinterpret_cast<unsigned char*>(s->spill.data());
 }
 
-namespace {
-// The numbers-only entry's sink: it never reserves, and an error's message is kept in an
-// optional string (an empty std::string costs more to make and drop on this path).
-unsigned char* no_reserve(void*, size_t) { return nullptr; }
+unsigned char* numbers_no_reserve(void*, size_t) { return nullptr; }
 void numbers_fail(void* ctx, const char* message) {
-  static_cast<std::optional<std::string>*>(ctx)->emplace(message ? message : "(no message)");
+  *static_cast<std::unique_ptr<std::string>*>(ctx) =
+      std::make_unique<std::string>(message ? message : "(no message)");
 }
-}  // namespace
+void numbers_failed(const ExecContext& ctx, const KernelEntry& kernel,
+                    const std::unique_ptr<std::string>& message, long written,
+                    std::unique_ptr<CallOutcome>& other) {
+  SinkState state;
+  state.failed = true;
+  state.message = written == -2 ? (message ? *message : "(no message)")
+                                : "its numbers-only entry answered " + std::to_string(written) +
+                                      " (plugin ABI: a size of at most " +
+                                      std::to_string(kNumbersResultRoom) + " bytes, -1 or -2)";
+  other = std::make_unique<CallOutcome>(outcome_of(ctx, kernel.name, state));
+}
 
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
                   size_t& bytes, std::unique_ptr<CallOutcome>& other) {
-  if (kernel.invoke_numbers && room >= kNumbersResultRoom) {
-    g_running_generation.store(generation, std::memory_order_relaxed);
-    if (!is_interrupted()) {  // else the general path below reports the cancellation
-      std::optional<std::string> failure;  // nothing to construct unless the kernel throws
-      dj_sink sink{&failure, &no_reserve, &numbers_fail};
-      long written;
-      {
-        ScopedSegmentTable segments(ctx.segments);
-        written = kernel.invoke_numbers(reinterpret_cast<const unsigned char*>(blob), blob_bytes,
-                                        out, &sink);
-      }
-      if (written >= 0) {
-        bytes = static_cast<size_t>(written);
-        return true;
-      }
-      if (written == -2) {
-        SinkState state;
-        state.failed = true;
-        state.message = failure ? std::move(*failure) : "(no message)";
-        other = std::make_unique<CallOutcome>(outcome_of(ctx, kernel.name, state));
-        return true;
-      }
-      // -1: not the numbers-only layout (a Future argument, a malformed blob): nothing ran.
-    }
-  }
   dj_arg args[kMaxInPlaceArgs];
   size_t count = 0;
   if (!locate_values(blob, blob_bytes, args, count)) return false;
@@ -480,10 +463,6 @@ bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t ge
 }
 
 void interrupt_all() noexcept { g_interrupt_generation.fetch_add(1); }
-bool is_interrupted() noexcept {
-  return g_running_generation.load(std::memory_order_relaxed) <
-         g_interrupt_generation.load(std::memory_order_relaxed);
-}
 
 CallOutcome execute_call(const ExecContext& ctx, PendingCall& p) {
   g_running_generation = p.generation;

@@ -4,6 +4,7 @@
 // formats and their decoders are in arg_blob.hpp.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -13,6 +14,7 @@
 
 #include "arg_blob.hpp"
 #include "plugins/registry.hpp"
+#include "shared_arrays.hpp"
 #include "shm/segment.hpp"
 #include "value_store.hpp"
 #include "wire/bulk.hpp"
@@ -46,7 +48,13 @@ struct ExecContext {
 // Interrupts are a generation count: interrupt_all() cancels every call accepted before it
 // (the running one sees dj::interrupted() turn true; queued ones fail before they start).
 void interrupt_all() noexcept;
-bool is_interrupted() noexcept;
+// The process-wide count, and the one the running call was accepted under.
+extern std::atomic<uint64_t> g_interrupt_generation;
+extern std::atomic<uint64_t> g_running_generation;
+inline bool is_interrupted() noexcept {
+  return g_running_generation.load(std::memory_order_relaxed) <
+         g_interrupt_generation.load(std::memory_order_relaxed);
+}
 
 // A received call, resolved against the registry at arrival (so a later reload does not
 // change what it runs) and with its local reference arguments pinned.
@@ -80,19 +88,50 @@ CallOutcome execute_call(const ExecContext& ctx, PendingCall& pending);
 // batch with an arrival_error (refused whole): execute_call reports that one.
 std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 
-// The express path's run (a same-host remotecall_fetch through the ring's slot, on a worker
-// with nothing else running): `kernel`, already checked against the call's signature id, on
-// the argument blob read in place. Returns false, running nothing, when the blob holds a
+// The express path's run of a kernel with a numbers-only entry (dj_invoke_numbers_fn), inline
+// on its path: `kernel`, already checked against the call's signature id, on the argument blob
+// read in place. Returns the result's size, written at `out` (kNumbersResultRoom bytes, which
+// may be where the blob is: the entry copies the arguments out before it writes), or -2 when
+// the kernel failed (its outcome is then in `other`), or -1 when nothing ran (no such entry,
+// not its layout, or the call was interrupted): then take run_in_place, which reports those.
+inline constexpr size_t kNumbersResultRoom = 16;
+// The numbers-only entry's sink: it never reserves, and an error's message is allocated only
+// when there is one. numbers_failed makes its outcome (or that of an entry that answered more
+// than kNumbersResultRoom bytes).
+unsigned char* numbers_no_reserve(void* ctx, size_t bytes);
+void numbers_fail(void* ctx, const char* message);
+[[gnu::cold]] void numbers_failed(const ExecContext& ctx, const KernelEntry& kernel,
+                                  const std::unique_ptr<std::string>& message, long written,
+                                  std::unique_ptr<CallOutcome>& other);
+inline long run_numbers(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
+                        const char* blob, size_t blob_bytes, unsigned char* out,
+                        std::unique_ptr<CallOutcome>& other) {
+  if (!kernel.invoke_numbers) return -1;
+  g_running_generation.store(generation, std::memory_order_relaxed);
+  if (is_interrupted()) return -1;
+  std::unique_ptr<std::string> failure;
+  dj_sink sink{&failure, &numbers_no_reserve, &numbers_fail};
+  long written;
+  {
+    ScopedSegmentTable segments(ctx.segments);
+    written = kernel.invoke_numbers(reinterpret_cast<const unsigned char*>(blob), blob_bytes,
+                                    out, &sink);
+  }
+  if (written <= static_cast<long>(kNumbersResultRoom) && written >= -1) return written;
+  numbers_failed(ctx, kernel, failure, written, other);
+  return -2;
+}
+
+// The express path's general run (a same-host remotecall_fetch through the ring's slot, on a
+// worker with nothing else running): `kernel`, already checked against the call's signature
+// id, on the argument blob read in place. Returns false, running nothing, when the blob holds a
 // Future argument, more than kMaxInPlaceArgs arguments, or is malformed: the caller then
 // takes accept_call and execute_call, which resolve and report those. Otherwise true: a
 // result of up to `room` bytes is written at `out` (`bytes` of it, `other` left empty);
 // a larger one, or the error, is in `other` as execute_call would give it (a pointer, not an
 // optional: GCC 12 zero-fills a disengaged std::optional's whole payload, a `rep stos` of
-// 144 bytes on every express call, measured on its path). A kernel with a
-// numbers-only entry (dj_invoke_numbers_fn) is run through it when `room` is at least
-// kNumbersResultRoom and the blob has its layout.
+// 144 bytes on every express call, measured on its path).
 inline constexpr size_t kMaxInPlaceArgs = 8;
-inline constexpr size_t kNumbersResultRoom = 16;
 bool run_in_place(const ExecContext& ctx, const KernelEntry& kernel, uint64_t generation,
                   const char* blob, size_t blob_bytes, unsigned char* out, size_t room,
                   size_t& bytes, std::unique_ptr<CallOutcome>& other);

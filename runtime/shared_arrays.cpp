@@ -20,11 +20,13 @@ IndexRange split_range(size_t length, size_t parts, size_t index) {
 }
 
 namespace detail {
-namespace {
 
 // Initial-exec: libdj is loaded with the program (never dlopen'ed), so its thread-locals sit in
 // the static TLS block and are reached without a __tls_get_addr call (set around every kernel).
-__attribute__((tls_model("initial-exec"))) thread_local SegmentTable* t_segments = nullptr;
+__attribute__((tls_model("initial-exec"))) constinit thread_local SegmentTable* t_segments =
+    nullptr;
+
+namespace {
 
 std::string shape_text(const std::vector<size_t>& dims) {
   std::string s;
@@ -60,10 +62,6 @@ std::pair<size_t, size_t> extent(const std::vector<size_t>& dims, size_t element
 
 }  // namespace
 
-ScopedSegmentTable::ScopedSegmentTable(SegmentTable* table) noexcept : saved_(t_segments) {
-  t_segments = table;
-}
-ScopedSegmentTable::~ScopedSegmentTable() { t_segments = saved_; }
 
 std::vector<std::shared_ptr<WorkerLink>> Cluster::shared_participants(
     std::vector<int>& pids, const std::string& what) const {

@@ -291,22 +291,36 @@ bool WorkerServer::serve_express(ReaderRole& reader) {
   light_fence();
   start_batch(reader);
   // The slot is not written again before this call is answered: the arguments are read in
-  // place there, and the answer, which takes their place, is written once the kernel is done.
+  // place there, and the answer, which takes their place, is written once the kernel is done
+  // (by a numbers-only entry straight into the slot: it reads its arguments first).
+  std::unique_ptr<CallOutcome> other;
+  const long written = run_numbers(ctx_, *kernel, generation, blob, blob_bytes, ring.slot(), other);
+  if (written >= 0) {
+    ring.post(m.seq, static_cast<uint16_t>(wire::CompactStatus::kOk), static_cast<size_t>(written));
+  } else {
+    serve_express_in_full(m.seq, *kernel, generation, blob, blob_bytes, pending, other);
+  }
+  finish_express();
+  return true;
+}
+
+template <class Pending>
+void WorkerServer::serve_express_in_full(uint32_t seq, const KernelEntry& kernel,
+                                         uint64_t generation, const char* blob,
+                                         size_t blob_bytes, Pending& pending,
+                                         std::unique_ptr<CallOutcome>& other) {
   unsigned char value[wire::RingLink::kSlotBytes];
   size_t value_bytes = 0;
-  std::unique_ptr<CallOutcome> other;
-  if (!run_in_place(ctx_, *kernel, generation, blob, blob_bytes, value, sizeof value,
-                    value_bytes, other)) {
+  if (!other && !run_in_place(ctx_, kernel, generation, blob, blob_bytes, value, sizeof value,
+                              value_bytes, other)) {
     PendingCall p = pending();  // a Future argument, or a malformed blob
     CallOutcome outcome = execute_call(ctx_, p);
     reply(p, std::move(outcome));
   } else if (!other) {
-    post_express(m.seq, wire::CompactStatus::kOk, value, value_bytes);
+    post_express(seq, wire::CompactStatus::kOk, value, value_bytes);
   } else {
-    send(wire::Result{wire::express_request_id(m.seq), other->ok, other->error}, other->result);
+    send(wire::Result{wire::express_request_id(seq), other->ok, other->error}, other->result);
   }
-  finish_express();
-  return true;
 }
 
 void WorkerServer::finish_express() {

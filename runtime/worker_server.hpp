@@ -105,6 +105,14 @@ class WorkerServer {
   uint64_t express_kernel_id_ = 0, express_version_ = 0;
   // After an express call ran: runs what was queued meanwhile, or marks the worker idle.
   void finish_express();
+  // serve_express's answer when the numbers-only entry did not give it (run_numbers): the
+  // general run in place, or the full path (`pending()` makes the call), or the failure in
+  // `other`. Out of line: its buffer stays off the express path's frame.
+  template <class Pending>
+  [[gnu::noinline]] void serve_express_in_full(uint32_t seq, const KernelEntry& kernel,
+                                               uint64_t generation, const char* blob,
+                                               size_t blob_bytes, Pending& pending,
+                                               std::unique_ptr<CallOutcome>& other);
   // Answers express call `seq` through the slot, with `bytes` of value (at most kSlotBytes,
   // not in the slot itself) copied in.
   void post_express(uint32_t seq, wire::CompactStatus status, const void* value, size_t bytes);

@@ -190,6 +190,14 @@ TEST_CASE("a numeric result of the wrong size from a buggy plugin is refused, an
       CHECK_THROWS_AS(fetch(spawnat(pid, short_kernel, 1.0)), Error);
     }
   }
+  // A numbers-only entry that claims more than the ABI's 16 bytes: refused on the worker.
+  try {
+    remotecall_fetch(bad.kernel<double(double)>("long_numbers"), 2, 1.0);
+    FAIL("an answer of 4096 bytes was taken from a numbers-only entry");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::RemoteFailure);
+    CHECK_THAT(e.what(), Contains("'long_numbers'") && Contains("numbers-only entry answered 4096"));
+  }
   CHECK(remotecall_fetch(k.add, 2, 1.0, 1.0) == 2.0);
 }
 
