@@ -79,8 +79,9 @@ const ReadRole::Owner* direct_caller_mark() noexcept { return t_direct.caller; }
 
 class Cluster::DirectUse {
  public:
-  // The listed link to pid (null if none), kept alive until this use ends.
-  DirectUse(Cluster& cluster, int pid) {
+  // The listed link to pid (null if none), kept alive until this use ends. (Inline, as
+  // try_post_express_call and await_express: a call's frame is then call_direct's alone.)
+  [[gnu::always_inline]] DirectUse(Cluster& cluster, int pid) {
     DirectCache& cache = t_direct;
     if (!cache.caller) cache.caller = claim_caller();
     owner_ = cache.caller;
@@ -168,8 +169,9 @@ bool WorkerLink::try_send_compact_call(uint64_t request_id, const CallTarget& k,
   return true;
 }
 
-bool WorkerLink::try_post_express_call(uint32_t seq, const CallTarget& k,
-                                       std::string_view args) {
+[[gnu::always_inline]] inline bool WorkerLink::try_post_express_call(uint32_t seq,
+                                                                   const CallTarget& k,
+                                                                   std::string_view args) {
   if (any_corked.load(std::memory_order_relaxed)) {
     // In order: what was corked goes first, if it can be written without a wait. (Frames
     // other threads write meanwhile are not ordered before this call: no lock needed then.)
@@ -193,7 +195,7 @@ bool WorkerLink::try_post_express_call(uint32_t seq, const CallTarget& k,
   return true;
 }
 
-Cluster::ExpressAnswer Cluster::await_express(WorkerLink& link, uint32_t seq,
+[[gnu::always_inline]] inline Cluster::ExpressAnswer Cluster::await_express(WorkerLink& link, uint32_t seq,
                                               std::unique_ptr<std::optional<wire::Frame>>& answer,
                                               const unsigned char*& value,
                                               size_t& value_bytes) {
