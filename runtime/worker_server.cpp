@@ -151,11 +151,11 @@ void WorkerServer::wait_for_takeover() {
     (void)ignored;
     if (fds[1].revents) return;  // A kernel blocks on another process: read for it.
     ignored = ::read(timer_fd_.get(), &count, sizeof count);
-    timer_armed_ = false;  // Before looking at running_: see start_batch for the other half.
-    heavy_fence();         // serve_express sets running_ with only a light fence
+    timer_armed_ = false;  // Before looking at run_state_: see start_batch for the other half.
+    heavy_fence();         // serve_express starts a batch with only a light fence
     {
       std::lock_guard q(queue_mu_);
-      if (!running_) continue;  // Idle: let the timer lapse.
+      if (run_state_.load(std::memory_order_relaxed) == kIdle) continue;  // let the timer lapse
     }
     const int64_t now = now_ns();
     const uint64_t batch = batches_.load();
@@ -217,20 +217,15 @@ void WorkerServer::serve_frames(ReaderRole& reader) {
       continue;
     }
     std::lock_guard q(queue_mu_);
-    if (running_) {
-      queue_.push_back(std::move(pending));
-    } else {
-      running_ = true;
-      to_run.emplace(std::move(pending));
-    }
+    if (!queue_behind_locked([&] { return std::move(pending); })) to_run.emplace(std::move(pending));
   }
   start_batch(reader);
   run_calls(std::move(*to_run));
 }
 
 void WorkerServer::start_batch(ReaderRole& reader) {
-  // running_ is set before the timer flag is read here, and the follower clears the flag
-  // before reading running_: so one of the two always arms the timer. (Only the leader counts
+  // run_state_ is set before the timer flag is read here, and the follower clears the flag
+  // before reading run_state_: so one of the two always arms the timer. (Only the leader counts
   // batches, so the count needs no atomic increment.)
   batches_.store(batches_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (!timer_armed_.load(std::memory_order_relaxed) && !timer_armed_.exchange(true)) {
@@ -266,29 +261,20 @@ bool WorkerServer::serve_express(ReaderRole& reader) {
     post_express(m.seq, wire::CompactStatus::kResendInFull, nullptr, 0);
     return false;
   }
-  auto pending = [&] {
-    wire::Call call;
-    call.request_id = wire::express_request_id(m.seq);
-    call.kernel_id = kernel_id;
-    call.mode = wire::CallMode::kFetch;
-    call.compact = call.express = true;
-    call.signature_id = signature_id;
-    return accept_call(ctx_, std::move(call), std::string(blob, blob_bytes));
-  };
+  const ExpressCall call{m.seq, kernel_id, signature_id, blob, blob_bytes};
   const uint64_t generation = current_generation();
-  // Read false, running_ stays false until we set it (only the leader sets it, and the last
-  // runner clears it for good: the queue was empty and only the leader queues).
-  if (running_.load(std::memory_order_acquire)) {
+  // Read idle, run_state_ stays idle until we set it: only the reader starts a batch or queues
+  // a call, and a runner finishes only a batch that runs.
+  if (run_state_.load(std::memory_order_acquire) != kIdle) {
     std::lock_guard q(queue_mu_);
-    if (running_) {  // Behind the calls already waiting; reply() answers it in turn.
-      queue_.push_back(pending());
-      return false;
-    }
+    // Behind the calls already waiting; reply() answers it in turn.
+    if (queue_behind_locked([&] { return express_pending(call); })) return false;
+  } else {
+    // start_batch's reading of the timer flag comes after: the follower's heavy fence pairs
+    // with this light one (wait_for_takeover), so the store needs no locked instruction.
+    run_state_.store(kRunning, std::memory_order_relaxed);
+    light_fence();
   }
-  // start_batch's reading of the timer flag comes after: the follower's heavy fence pairs
-  // with this light one (wait_for_takeover), so the store needs no locked instruction.
-  running_.store(true, std::memory_order_relaxed);
-  light_fence();
   start_batch(reader);
   // The slot is not written again before this call is answered: the arguments are read in
   // place there, and the answer, which takes their place, is written once the kernel is done
@@ -298,39 +284,70 @@ bool WorkerServer::serve_express(ReaderRole& reader) {
   if (written >= 0) {
     ring.post(m.seq, static_cast<uint16_t>(wire::CompactStatus::kOk), static_cast<size_t>(written));
   } else {
-    serve_express_in_full(m.seq, *kernel, generation, blob, blob_bytes, pending, other);
+    serve_express_in_full(call, *kernel, generation, other);
   }
   finish_express();
   return true;
 }
 
-template <class Pending>
-void WorkerServer::serve_express_in_full(uint32_t seq, const KernelEntry& kernel,
-                                         uint64_t generation, const char* blob,
-                                         size_t blob_bytes, Pending& pending,
+PendingCall WorkerServer::express_pending(const ExpressCall& express) {
+  wire::Call call;
+  call.request_id = wire::express_request_id(express.seq);
+  call.kernel_id = express.kernel_id;
+  call.mode = wire::CallMode::kFetch;
+  call.compact = call.express = true;
+  call.signature_id = express.signature_id;
+  return accept_call(ctx_, std::move(call), std::string(express.blob, express.blob_bytes));
+}
+
+void WorkerServer::serve_express_in_full(const ExpressCall& call, const KernelEntry& kernel,
+                                         uint64_t generation,
                                          std::unique_ptr<CallOutcome>& other) {
   unsigned char value[wire::RingLink::kSlotBytes];
   size_t value_bytes = 0;
-  if (!other && !run_in_place(ctx_, kernel, generation, blob, blob_bytes, value, sizeof value,
-                              value_bytes, other)) {
-    PendingCall p = pending();  // a Future argument, or a malformed blob
+  if (!other && !run_in_place(ctx_, kernel, generation, call.blob, call.blob_bytes, value,
+                              sizeof value, value_bytes, other)) {
+    PendingCall p = express_pending(call);  // a Future argument, or a malformed blob
     CallOutcome outcome = execute_call(ctx_, p);
     reply(p, std::move(outcome));
   } else if (!other) {
-    post_express(seq, wire::CompactStatus::kOk, value, value_bytes);
+    post_express(call.seq, wire::CompactStatus::kOk, value, value_bytes);
   } else {
-    send(wire::Result{wire::express_request_id(seq), other->ok, other->error}, other->result);
+    send(wire::Result{wire::express_request_id(call.seq), other->ok, other->error},
+         other->result);
   }
 }
 
-void WorkerServer::finish_express() {
-  std::unique_lock q(queue_mu_);
-  if (queue_.empty()) {
-    running_ = false;
-    return;
+template <class Make>
+bool WorkerServer::queue_behind_locked(Make&& make) {
+  uint32_t state = run_state_.load(std::memory_order_relaxed);
+  // Only a runner's lock-free finish (kRunning to kIdle) changes it meanwhile.
+  while (state & kRunning) {
+    if (state == (kRunning | kQueued) ||
+        run_state_.compare_exchange_weak(state, kRunning | kQueued, std::memory_order_relaxed)) {
+      queue_.push_back(make());
+      return true;
+    }
   }
-  PendingCall next = std::move(queue_.front());  // what the follower queued meanwhile
+  run_state_.store(kRunning, std::memory_order_relaxed);  // idle: the caller starts a batch
+  return false;
+}
+
+PendingCall WorkerServer::pop_queued_locked() {
+  PendingCall next = std::move(queue_.front());
   queue_.pop_front();
+  if (queue_.empty()) run_state_.store(kRunning, std::memory_order_relaxed);
+  return next;
+}
+
+void WorkerServer::finish_express() {
+  // The common case, without the lock: nothing was queued behind this call. (A queuer sets
+  // kQueued before it pushes, holding the lock: then the lock is taken here, and the call is
+  // in the queue by the time it is.)
+  uint32_t running = kRunning;
+  if (run_state_.compare_exchange_strong(running, kIdle, std::memory_order_acq_rel)) return;
+  std::unique_lock q(queue_mu_);
+  PendingCall next = pop_queued_locked();  // what the follower queued meanwhile
   q.unlock();
   run_calls(std::move(next));
 }
@@ -355,11 +372,10 @@ void WorkerServer::run_calls(PendingCall first) {
     }
     std::lock_guard q(queue_mu_);
     if (queue_.empty()) {
-      running_ = false;  // The timer, if armed, lapses in the follower.
+      run_state_.store(kIdle, std::memory_order_release);  // the timer, if armed, lapses
       return;
     }
-    current = std::move(queue_.front());
-    queue_.pop_front();
+    current = pop_queued_locked();
   }
 }
 

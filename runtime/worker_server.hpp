@@ -105,14 +105,28 @@ class WorkerServer {
   uint64_t express_kernel_id_ = 0, express_version_ = 0;
   // After an express call ran: runs what was queued meanwhile, or marks the worker idle.
   void finish_express();
+  // An express call's parts, as taken from the slot (blob: its arguments, read in place).
+  struct ExpressCall {
+    uint32_t seq;
+    uint64_t kernel_id, signature_id;
+    const char* blob;
+    size_t blob_bytes;
+  };
+  // The express call as a call of the full path (to queue it, or to run it in full).
+  PendingCall express_pending(const ExpressCall& call);
   // serve_express's answer when the numbers-only entry did not give it (run_numbers): the
-  // general run in place, or the full path (`pending()` makes the call), or the failure in
-  // `other`. Out of line: its buffer stays off the express path's frame.
-  template <class Pending>
-  [[gnu::noinline]] void serve_express_in_full(uint32_t seq, const KernelEntry& kernel,
-                                               uint64_t generation, const char* blob,
-                                               size_t blob_bytes, Pending& pending,
+  // general run in place, or the full path, or the failure in `other`. Out of line: its
+  // buffer stays off the express path's frame.
+  [[gnu::noinline]] void serve_express_in_full(const ExpressCall& call, const KernelEntry& kernel,
+                                               uint64_t generation,
                                                std::unique_ptr<CallOutcome>& other);
+  // Holding queue_mu_, by the reader: queues make()'s call behind the running batch and
+  // returns true, or returns false when none runs (the state is then kRunning: the caller
+  // starts the batch).
+  template <class Make>
+  bool queue_behind_locked(Make&& make);
+  // Holding queue_mu_, with calls queued: takes the first.
+  PendingCall pop_queued_locked();
   // Answers express call `seq` through the slot, with `bytes` of value (at most kSlotBytes,
   // not in the slot itself) copied in.
   void post_express(uint32_t seq, wire::CompactStatus status, const void* value, size_t bytes);
@@ -198,10 +212,15 @@ class WorkerServer {
 
   std::mutex queue_mu_;
   std::deque<PendingCall> queue_;  // guarded by queue_mu_
-  // A thread is running kernels. Written under queue_mu_, except that the leader, the only
-  // thread that sets it, may set it without the lock when it reads it false (serve_express:
-  // then with a light fence, which the follower's heavy fence pairs with: asymmetric_fence.hpp).
-  std::atomic<bool> running_{false};
+  // Whether a thread runs kernels (kRunning), and calls wait in queue_ behind them (kQueued,
+  // only with kRunning). Written under queue_mu_, except on an express call's path: the
+  // reader, who alone starts a batch, does so without the lock when it reads kIdle (then with
+  // a light fence, which the follower's heavy fence pairs with: asymmetric_fence.hpp); and the
+  // runner of an express call finishes it with one compare-exchange, kRunning to kIdle, which
+  // fails once a call was queued (the queuer sets kQueued first: finish_express then takes
+  // the lock).
+  enum : uint32_t { kIdle = 0, kRunning = 1, kQueued = 2 };
+  std::atomic<uint32_t> run_state_{kIdle};
 
   std::mutex fetch_mu_;
   uint64_t next_fetch_ = 1;                                            // guarded by fetch_mu_

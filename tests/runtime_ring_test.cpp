@@ -313,6 +313,18 @@ TEST_CASE("express calls give errors, large results, Future arguments and queued
   CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(150));
   CHECK(isready(slow));
   CHECK(fetch(slow) == 200);
+  // And a call that comes while an express call runs (this thread's: it kept the connection)
+  // waits behind it, then runs.
+  auto other_thread = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    Future<double> behind = remotecall(add, p, 1.0, 1.0);
+    for (int i = 0; i < 500 && !isready(behind); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return isready(behind) ? fetch(behind) : -1.0;
+  });
+  CHECK(remotecall_fetch(sleep_ms, p, 300) == 300);
+  CHECK(other_thread.get() == 2.0);
   // Threads calling one worker at once: one takes the slot, the others the full path.
   std::vector<std::future<bool>> threads;
   for (int t = 0; t < 4; ++t) {
