@@ -183,21 +183,6 @@ ser::Bytes call_fetch_small(int pid, const CallTarget& k, const unsigned char* b
   return Cluster::instance().call_fetch_small(
       pid, k, std::string_view(reinterpret_cast<const char*>(blob), size));
 }
-namespace {
-// call_fetch_number's full path, out of line: the express path's frame stays small.
-[[gnu::noinline]] void call_fetch_number_in_full(Cluster& cluster, int pid, const CallTarget& k,
-                                                 std::string_view args, void* out, size_t want) {
-  const ser::Bytes answer = cluster.call_fetch_in_full(pid, k, args);
-  Cluster::copy_number(answer.data(), answer.size(), out, want);
-}
-}  // namespace
-void call_fetch_number(int pid, const CallTarget& k, const unsigned char* blob, size_t size,
-                       void* out, size_t want) {
-  Cluster& cluster = Cluster::instance();
-  const std::string_view args(reinterpret_cast<const char*>(blob), size);
-  if (pid != 1 && cluster.call_direct(pid, k, args, {nullptr, out, want})) return;
-  call_fetch_number_in_full(cluster, pid, k, args, out, want);
-}
 std::shared_ptr<RefState> call_wait(int pid, const CallTarget& k, ArgBlob&& args) {
   auto ref = Cluster::instance().call_store(pid, k, std::move(args));
   if (pid != 1) Cluster::instance().flush_corked(pid);

@@ -194,6 +194,10 @@ class Cluster {
   // Throws: the call's error.
   bool call_direct(int pid, const CallTarget& k, std::string_view args,
                    const DirectAnswer& answer);
+  // call_direct's body, inline in master_direct.cpp (detail::call_fetch_number's path).
+  [[gnu::always_inline]] inline bool call_direct_inline(int pid, const CallTarget& k,
+                                                        std::string_view args,
+                                                        const DirectAnswer& answer);
   // Writes what is corked for pid (before waiting on its answer: no I/O thread hop).
   void flush_corked(int pid);
   // Room for `bytes` of arguments in the shared memory of a same-host worker's connection, or

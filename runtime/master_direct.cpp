@@ -253,6 +253,30 @@ void Cluster::throw_number_size(size_t size, size_t want) {
 
 bool Cluster::call_direct(int pid, const CallTarget& k, std::string_view args,
                           const DirectAnswer& answer_out) {
+  return call_direct_inline(pid, k, args, answer_out);
+}
+
+namespace {
+// call_fetch_number's full path, out of line: the express path's frame stays small.
+[[gnu::noinline]] void call_fetch_number_in_full(Cluster& cluster, int pid, const CallTarget& k,
+                                                 std::string_view args, void* out, size_t want) {
+  const ser::Bytes answer = cluster.call_fetch_in_full(pid, k, args);
+  Cluster::copy_number(answer.data(), answer.size(), out, want);
+}
+}  // namespace
+
+// Here rather than in api.cpp, with call_direct's body inline: the number path's one frame.
+void call_fetch_number(int pid, const CallTarget& k, const unsigned char* blob, size_t size,
+                       void* out, size_t want) {
+  if (!out) __builtin_unreachable();  // the caller's variable (so the bytes branch is dead)
+  Cluster& cluster = Cluster::instance();
+  const std::string_view args(reinterpret_cast<const char*>(blob), size);
+  if (pid != 1 && cluster.call_direct_inline(pid, k, args, {nullptr, out, want})) return;
+  call_fetch_number_in_full(cluster, pid, k, args, out, want);
+}
+
+bool Cluster::call_direct_inline(int pid, const CallTarget& k, std::string_view args,
+                                 const DirectAnswer& answer_out) {
   if (k.chunk_op != 0) return false;
   DirectUse use(*this, pid);
   WorkerLink* link = use.get();
