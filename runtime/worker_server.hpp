@@ -120,11 +120,10 @@ class WorkerServer {
   [[gnu::noinline]] void serve_express_in_full(const ExpressCall& call, const KernelEntry& kernel,
                                                uint64_t generation,
                                                std::unique_ptr<CallOutcome>& other);
-  // Holding queue_mu_, by the reader: queues make()'s call behind the running batch and
-  // returns true, or returns false when none runs (the state is then kRunning: the caller
+  // Holding queue_mu_, by the reader: true when a batch runs, marked kQueued (the caller
+  // then pushes its call behind it), else false with the state set to kRunning (the caller
   // starts the batch).
-  template <class Make>
-  bool queue_behind_locked(Make&& make);
+  bool queue_behind_locked();
   // Holding queue_mu_, with calls queued: takes the first.
   PendingCall pop_queued_locked();
   // Answers express call `seq` through the slot, with `bytes` of value (at most kSlotBytes,
