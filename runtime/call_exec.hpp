@@ -90,8 +90,8 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 
 // The express path's run of a kernel with a numbers-only entry (dj_invoke_numbers_fn), inline
 // on its path: `kernel`, already checked against the call's signature id, on the argument blob
-// read in place. Returns the result's size, written at `out` (kNumbersResultRoom bytes, which
-// may be where the blob is: the entry copies the arguments out before it writes), or -2 when
+// read in place. Returns the result's size, written at `out` (kNumbersResultRoom bytes, not
+// overlapping the blob), or -2 when
 // the kernel failed (its outcome is then in `other`), or -1 when nothing ran (no such entry,
 // not its layout, or the call was interrupted): then take run_in_place, which reports those.
 inline constexpr size_t kNumbersResultRoom = 16;

@@ -55,8 +55,10 @@ bool WorkerServer::serve_express(ReaderRole& reader) {
   }
   start_batch(reader);
   // The slot is not written again before this call is answered: the arguments are read in
-  // place there, and the answer, which takes their place, is written once the kernel is done
-  // (by a numbers-only entry straight into the slot: it reads its arguments first).
+  // place there, and the answer is written once the kernel is done. A numbers-only entry's
+  // answer (at most kNumbersResultRoom bytes) goes straight into the slot, over the call's
+  // header (its ids, read above), not over the arguments after it.
+  static_assert(kNumbersResultRoom <= wire::kExpressCallHeaderBytes);
   std::unique_ptr<CallOutcome> other;
   const long written = run_numbers(ctx_, *kernel, generation, blob, blob_bytes, ring.slot(), other);
   if (written >= 0) {
