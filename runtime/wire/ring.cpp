@@ -259,9 +259,7 @@ size_t RingLink::room(uint64_t tail, size_t wanted) {
     uint64_t used = tail - out_head_seen_;
     if (used > cap_) throw corrupt(used, cap_);
     if (cap_ - used >= wanted || reloaded) return cap_ - static_cast<size_t>(used);
-    in_tail_ = &in_->tail;
-  peer_slot_asleep_ = &out_->slot_asleep;
-  out_head_seen_ = out_->head.load(std::memory_order_acquire);
+    out_head_seen_ = out_->head.load(std::memory_order_acquire);
   }
 }
 
