@@ -91,9 +91,9 @@ std::string execute_batch(const ExecContext& ctx, PendingCall& pending);
 // The express path's run of a kernel with a numbers-only entry (dj_invoke_numbers_fn), inline
 // on its path: `kernel`, already checked against the call's signature id, on the argument blob
 // read in place. Returns the result's size, written at `out` (kNumbersResultRoom bytes, not
-// overlapping the blob), or -2 when
-// the kernel failed (its outcome is then in `other`), or -1 when nothing ran (no such entry,
-// not its layout, or the call was interrupted): then take run_in_place, which reports those.
+// overlapping the blob); or -2 when the kernel failed (its outcome is then in `other`); or -1
+// when nothing ran (no such entry, not its layout, or the call was interrupted): then take
+// run_in_place, which reports those.
 inline constexpr size_t kNumbersResultRoom = 16;
 // The numbers-only entry's sink: it never reserves, and an error's message is allocated only
 // when there is one. numbers_failed makes its outcome (or that of an entry that answered more

@@ -6,21 +6,20 @@
 #include <dj/plugin_abi.h>
 
 namespace {
-// Through invoke: a 4-byte result from the sink.
-void short_invoke(const dj_arg*, size_t, dj_sink* sink) {
-  const float half = 0.5f;
-  std::memcpy(sink->reserve(sink->ctx, sizeof half), &half, sizeof half);
+// A result of sizeof(T) bytes through an invoke entry's sink.
+template <class T>
+void answer(dj_sink* sink, T value) {
+  std::memcpy(sink->reserve(sink->ctx, sizeof value), &value, sizeof value);
 }
+// Through invoke: a 4-byte result.
+void short_invoke(const dj_arg*, size_t, dj_sink* sink) { answer(sink, 0.5f); }
+// Through invoke: the right answer, 1.0 (the full path's run).
+void one_invoke(const dj_arg*, size_t, dj_sink* sink) { answer(sink, 1.0); }
 // Through invoke_numbers: 4 bytes written, 4 returned.
 long short_numbers(const unsigned char*, size_t, unsigned char* out, dj_sink*) {
   const float half = 0.5f;
   std::memcpy(out, &half, sizeof half);
   return sizeof half;
-}
-// Through invoke: the right answer, 1.0 (the full path's run).
-void one_invoke(const dj_arg*, size_t, dj_sink* sink) {
-  const double one = 1.0;
-  std::memcpy(sink->reserve(sink->ctx, sizeof one), &one, sizeof one);
 }
 // Through invoke_numbers (the express path's run): 8 bytes written, 4096 claimed.
 long long_numbers(const unsigned char*, size_t, unsigned char* out, dj_sink*) {
